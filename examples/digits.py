@@ -1,0 +1,103 @@
+"""Train a small image classifier on scikit-learn's bundled 8x8 digits (no download) with Fabric.
+
+    python examples/digits.py                          # one process
+    fabric run examples/digits.py --devices 2          # two processes (DDP over gloo on CPU)
+    torchrun --nproc-per-node 2 examples/digits.py     # the same script under torchrun
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fabric_core import Fabric
+
+
+def make_data(seed: int) -> tuple[TensorDataset, TensorDataset]:
+    images, labels = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(images / 16.0, labels, test_size=0.25, random_state=seed, stratify=labels)
+    as_set = lambda x, y: TensorDataset(torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y))  # noqa: E731
+    return as_set(x_train, y_train), as_set(x_test, y_test)
+
+
+def make_model() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+    )
+
+
+def main() -> float:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--strategy", default="auto")
+    parser.add_argument("--devices", default="auto")
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--logger", choices=["none", "tensorboard", "csv"], default="none")
+    parser.add_argument("--log-dir", default="logs")
+    parser.add_argument("--checkpoint", default=None, help="save the final state here")
+    args = parser.parse_args()
+
+    loggers = []
+    if args.logger != "none":
+        from fabric_loggers import CSVLogger, TensorBoardLogger  # pip install "fabric-core[loggers]"
+
+        loggers.append((TensorBoardLogger if args.logger == "tensorboard" else CSVLogger)(args.log_dir, name="digits"))
+
+    fabric = Fabric(accelerator=args.accelerator, strategy=args.strategy, devices=args.devices, precision=args.precision, loggers=loggers)
+    fabric.launch()
+    fabric.seed_everything(args.seed)
+
+    train_set, test_set = make_data(args.seed)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
+    test_loader = DataLoader(test_set, batch_size=256)
+    model = make_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    model, optimizer = fabric.setup(model, optimizer)
+    train_loader, test_loader = fabric.setup_dataloaders(train_loader, test_loader)
+    fabric.print(f"Training on {fabric.world_size} process(es), {fabric.strategy.name}, precision {args.precision}")
+
+    step = 0
+    accuracy = 0.0
+    for epoch in range(args.epochs):
+        model.train()
+        for images, labels in train_loader:
+            loss = nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            fabric.backward(loss)
+            optimizer.step()
+            step += 1
+            if step % 10 == 0:
+                fabric.log("train/loss", loss, step=step)
+
+        model.eval()
+        correct = torch.zeros((), device=fabric.device)
+        total = torch.zeros((), device=fabric.device)
+        with torch.no_grad():
+            for images, labels in test_loader:
+                correct += (model(images).argmax(1) == labels).sum()
+                total += labels.numel()
+        correct, total = fabric.all_reduce(correct, reduce_op="sum"), fabric.all_reduce(total, reduce_op="sum")
+        accuracy = (correct / total).item()
+        fabric.log("test/accuracy", accuracy, step=step)
+        fabric.print(f"epoch {epoch + 1}/{args.epochs}  loss {loss.item():.4f}  test accuracy {accuracy:.3f}")
+
+    if args.checkpoint:
+        fabric.save(args.checkpoint, {"model": model, "optimizer": optimizer, "step": step, "accuracy": accuracy})
+    for logger in fabric.loggers:
+        logger.finalize("success")
+    fabric.print(f"final test accuracy {accuracy:.3f}")
+    return accuracy
+
+
+if __name__ == "__main__":
+    main()

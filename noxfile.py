@@ -1,0 +1,142 @@
+"""The hardware matrix. `nox -l` lists the sessions; `nox` runs the default (no-hardware) set.
+
+Environments live outside the clone (FABRIC_NOX_ENVDIR, default ~/.cache/fabric-nox) and are
+reused between runs, so a fresh clone does not reinstall torch, DeepSpeed's compiled ops or the
+torch-xla environment. Our own packages are reinstalled (editable) on every run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PACKAGES = ROOT / "packages"
+TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; pip finds it without a download
+XLA_TORCH = ("torch==2.9.0", "torch_xla==2.9.0")  # torch-xla needs exactly this torch
+TEST_TOOLS = ("pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6")
+
+nox.options.envdir = os.environ.get("FABRIC_NOX_ENVDIR", str(Path.home() / ".cache" / "fabric-nox"))
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+
+def _pkg(name: str) -> str:
+    return str(PACKAGES / name)
+
+
+def _install(session: nox.Session, *packages: str, extra: tuple[str, ...] = (), torch: tuple[str, ...] = (TORCH,)) -> None:
+    """Install torch first (pinned, so pip never reaches for a CUDA build), then our packages editable."""
+    session.install(*torch, *TEST_TOOLS, *extra)
+    args: list[str] = []
+    for package in ("fabric-core", *packages):
+        args += ["-e", _pkg(package)]
+    # --no-deps for siblings would skip their third-party deps; a constraint keeps torch where it is.
+    constraint = Path(session.create_tmp()) / "torch-pin.txt"
+    constraint.write_text("\n".join(torch) + "\n")
+    session.install("-c", str(constraint), *args)
+
+
+def _pytest(session: nox.Session, *paths: str, markers: str | None = None) -> None:
+    args = ["-p", "no:cacheprovider", "-q", "-rs", *paths]
+    if markers:
+        args += ["-m", markers]
+    session.run("python", "-m", "pytest", *args, *session.posargs, env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """fabric-core unit tests in one process: API, plan resolution, wrappers, checkpoint IO (CPU)."""
+    _install(session, extra=("numpy", "fsspec"))
+    _pytest(session, "packages/fabric-core/tests", markers="not multiprocess")
+
+
+@nox.session
+def cpu(session: nox.Session) -> None:
+    """fabric-core multi-process tests: DDP/FSDP over gloo on loopback, launchers, `fabric run`, torchrun."""
+    _install(session, extra=("numpy", "fsspec"))
+    _pytest(session, "packages/fabric-core/tests", markers="multiprocess")
+
+
+@nox.session
+def cuda_unit(session: nox.Session) -> None:
+    """fabric-cuda on a CPU-only machine: import, clear errors, device selection with CUDA calls faked."""
+    _install(session, "fabric-cuda", extra=("numpy",))
+    _pytest(session, "packages/fabric-cuda/tests", markers="not cuda")
+
+
+@nox.session
+def loggers(session: nox.Session) -> None:
+    """fabric-loggers: TensorBoard and CSV loggers, files read back with TensorBoard's own reader."""
+    _install(session, "fabric-loggers", extra=("numpy",))
+    _pytest(session, "packages/fabric-loggers/tests")
+
+
+@nox.session
+def deepspeed_cpu(session: nox.Session) -> None:
+    """fabric-deepspeed with real DeepSpeed on its CPU accelerator (ZeRO 1/2/3, offload), 2 gloo processes."""
+    _install(session, "fabric-deepspeed", extra=("numpy",))
+    session.env.setdefault("DS_ACCELERATOR", "cpu")
+    session.env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(nox.options.envdir) / "torch_extensions"))
+    _pytest(session, "packages/fabric-deepspeed/tests", markers="not cuda")
+
+
+@nox.session
+def xla_cpu(session: nox.Session) -> None:
+    """fabric-xla for real on PyTorch/XLA's CPU device (PJRT_DEVICE=CPU): single device and SPMD."""
+    _install(session, "fabric-xla", extra=("numpy",), torch=XLA_TORCH)
+    session.env.update({"PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": "2"})
+    _pytest(session, "packages/fabric-xla/tests", markers="not tpu")
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """User-level scripts (the examples among them) run with every CPU package installed together."""
+    _install(session, "fabric-loggers", "fabric-deepspeed", "fabric-cuda", extra=("numpy", "scikit-learn"))
+    session.env.setdefault("DS_ACCELERATOR", "cpu")
+    session.env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(nox.options.envdir) / "torch_extensions"))
+    _pytest(session, "integration_tests", markers="not cuda and not tpu")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with warnings as errors."""
+    _install(session, "fabric-loggers", extra=("mkdocs-material>=9", "mkdocstrings[python]>=0.25"))
+    session.run("mkdocs", "build", "--strict", "-f", "docs/mkdocs.yml", "-d", str(Path(session.create_tmp()) / "site"))
+
+
+def _hardware_session(session: nox.Session, marker: str, packages: tuple[str, ...], torch: tuple[str, ...]) -> None:
+    _install(session, *packages, extra=("numpy", "scikit-learn"), torch=torch)
+    session.env["FABRIC_HARDWARE_LEG"] = marker
+    paths = [f"packages/{p}/tests" for p in ("fabric-core", *packages)] + ["integration_tests"]
+    _pytest(session, *paths, markers=marker)
+
+
+@nox.session(default=False)
+def cuda(session: nox.Session) -> None:
+    """Hardware leg: every test marked `cuda` on a real GPU (skips without one unless FABRIC_REQUIRE_HARDWARE=1)."""
+    _hardware_session(session, "cuda", ("fabric-cuda", "fabric-deepspeed", "fabric-loggers"), (os.environ.get("FABRIC_CUDA_TORCH", TORCH),))
+
+
+@nox.session(default=False)
+def tpu(session: nox.Session) -> None:
+    """Hardware leg: every test marked `tpu` on a real TPU with PJRT_DEVICE=TPU (skips without one)."""
+    session.env["PJRT_DEVICE"] = "TPU"
+    _hardware_session(session, "tpu", ("fabric-xla",), XLA_TORCH)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: ratios against raw PyTorch (and Lightning Fabric / Accelerate when installed)."""
+    _install(session, extra=("numpy",))
+    session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -1,0 +1,3 @@
+"""Version of the fabric-core distribution (read by hatchling and tools/)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Core's accelerators (CPU). Others come from backend packages through entry points."""

@@ -1,0 +1,49 @@
+"""The CPU accelerator: always available, any number of processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fabric_core.errors import MisconfigurationError
+from fabric_core.plugins.accelerator import Accelerator
+from fabric_core.utilities.device_parser import parse_device_indices
+
+
+class CPUAccelerator(Accelerator):
+    """Runs on the host CPU; ``devices`` counts processes (each uses the CPU)."""
+
+    name = "cpu"
+    auto_priority = 0
+
+    @staticmethod
+    def is_available() -> bool:
+        return True
+
+    @staticmethod
+    def auto_device_count() -> int:
+        return 1
+
+    @classmethod
+    def parse_devices(cls, devices: Any) -> list[int]:
+        if devices is None or devices == "auto":
+            return [0]
+        indices = parse_device_indices(devices, available=None, kind="cpu")
+        # On the CPU an index list only says how many processes to run.
+        return list(range(len(indices)))
+
+    def get_device(self, index: int) -> torch.device:
+        return torch.device("cpu")
+
+    def supported_precisions(self) -> tuple[str, ...]:
+        return ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true")
+
+    def check_precision(self, precision: str) -> None:
+        """Explain why a precision cannot run on the CPU, with the alternative."""
+        if precision == "16-mixed":
+            raise MisconfigurationError(
+                "precision='16-mixed' needs a GPU (float16 autocast with gradient scaling). On the CPU use "
+                "precision='bf16-mixed', which needs no scaling, or run on CUDA: pip install \"fabric-core[cuda]\"."
+            )
+        super().check_precision(precision)

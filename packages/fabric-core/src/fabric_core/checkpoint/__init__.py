@@ -1,0 +1,1 @@
+"""Checkpoint writing, reading and state conversion."""

@@ -1,0 +1,87 @@
+"""The Accelerator interface: what a hardware backend must tell Fabric about its devices."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from fabric_core.plugins.precision import Precision
+
+
+class Accelerator(ABC):
+    """A kind of device (CPU, CUDA GPU, TPU) that Fabric places modules and tensors on.
+
+    Contract for backend authors:
+
+    - ``name`` is the registry name users pass as ``Fabric(accelerator=...)``.
+    - ``auto_priority`` orders accelerators for ``accelerator="auto"``: the available one with the
+      highest priority wins (CPU is 0, so any real accelerator beats it).
+    - ``is_available`` and ``auto_device_count`` must be cheap and must not initialise the device
+      runtime in the calling process (so that forking child processes stays safe).
+    - ``parse_devices`` turns the user's ``devices`` argument into a list of device indices and
+      raises ``ValueError`` listing valid forms when it cannot.
+    """
+
+    name: ClassVar[str] = ""
+    auto_priority: ClassVar[int] = 0
+
+    @staticmethod
+    @abstractmethod
+    def is_available() -> bool:
+        """Whether this machine has at least one usable device of this kind."""
+
+    @staticmethod
+    @abstractmethod
+    def auto_device_count() -> int:
+        """How many devices ``devices="auto"`` should use."""
+
+    @classmethod
+    @abstractmethod
+    def parse_devices(cls, devices: Any) -> list[int]:
+        """Turn ``devices`` (int, -1, "auto", "0,1", list) into the device indices to use."""
+
+    @abstractmethod
+    def get_device(self, index: int) -> torch.device:
+        """The ``torch.device`` for the device index this process drives."""
+
+    def setup_device(self, device: torch.device) -> None:
+        """Prepare ``device`` for use by this process (for example select it as current)."""
+
+    def teardown(self) -> None:
+        """Release whatever ``setup_device`` acquired."""
+
+    def default_process_group_backend(self) -> str:
+        """The ``torch.distributed`` backend for collectives between devices of this kind."""
+        return "gloo"
+
+    def supported_precisions(self) -> tuple[str, ...] | None:
+        """Precisions this accelerator can run, or ``None`` when every precision is accepted."""
+        return None
+
+    def check_precision(self, precision: str) -> None:
+        """Raise ``MisconfigurationError`` when ``precision`` cannot run here, saying what can."""
+        supported = self.supported_precisions()
+        if supported is not None and precision not in supported:
+            from fabric_core.errors import MisconfigurationError
+
+            raise MisconfigurationError(
+                f"precision={precision!r} is not supported on accelerator {self.name!r}. "
+                f"Supported: {', '.join(repr(p) for p in supported)}."
+            )
+
+    def create_precision(self, precision: str) -> Precision | None:
+        """An accelerator-specific implementation of ``precision`` (a CUDA grad scaler), or ``None``.
+
+        ``None`` lets plan resolution take the implementation registered under the name.
+        """
+        return None
+
+    def auto_strategy(self, num_processes: int) -> str:
+        """The strategy name ``strategy="auto"`` resolves to for ``num_processes`` devices in total."""
+        return "ddp" if num_processes > 1 else "single_device"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

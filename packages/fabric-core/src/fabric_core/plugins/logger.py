@@ -1,0 +1,62 @@
+"""The Logger interface: where ``fabric.log`` sends metrics."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+
+class Logger(ABC):
+    """An experiment tracker.
+
+    Contract for backend authors:
+
+    - Fabric calls ``log_metrics`` with plain Python numbers (tensors already detached and
+      converted) on every rank; a logger that writes files writes them on global rank 0 only.
+    - ``step`` is never ``None``: Fabric counts steps when the user gives none.
+    - ``finalize`` flushes and closes; after it the files on disk are complete.
+    """
+
+    @property
+    @abstractmethod
+    def name(self) -> str | None:
+        """The experiment name (a folder under ``root_dir`` for file loggers)."""
+
+    @property
+    @abstractmethod
+    def version(self) -> int | str | None:
+        """The run's version within the experiment."""
+
+    @property
+    def root_dir(self) -> str | None:
+        """The folder that holds all experiments of this logger, if it writes files."""
+        return None
+
+    @property
+    def log_dir(self) -> str | None:
+        """The folder this run writes to, if it writes files."""
+        return None
+
+    @property
+    def group_separator(self) -> str:
+        """The separator a logger uses to group metrics (``train/loss``)."""
+        return "/"
+
+    @abstractmethod
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record scalar ``metrics`` at ``step``."""
+
+    @abstractmethod
+    def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
+        """Record the run's hyperparameters (a dict or an ``argparse.Namespace``)."""
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        """Record the computational graph of ``model`` (optional)."""
+
+    def save(self) -> None:
+        """Flush what has been recorded so far."""
+
+    def finalize(self, status: str) -> None:
+        """Flush and close at the end of the run; ``status`` is "success" or "failed"."""
+        self.save()

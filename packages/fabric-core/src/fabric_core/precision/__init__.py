@@ -1,0 +1,1 @@
+"""Core's precision implementations: true dtypes and autocast mixed precision."""

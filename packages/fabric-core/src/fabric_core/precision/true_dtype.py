@@ -1,0 +1,33 @@
+"""Precisions that store and compute everything in one dtype (64-true, 16-true, bf16-true)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import Module
+
+from fabric_core.plugins.precision import Precision, default_dtype
+from fabric_core.utilities.apply_func import convert_floating
+
+
+class TrueDtypePrecision(Precision):
+    """Parameters, inputs and activations in ``dtype``; outputs come back in the default dtype."""
+
+    is_identity = False
+
+    def __init__(self, name: str, dtype: torch.dtype) -> None:
+        self.name = name  # type: ignore[misc]
+        self.dtype = dtype
+
+    def convert_module(self, module: Module) -> Module:
+        return module.to(dtype=self.dtype)
+
+    def tensor_init_context(self) -> Any:
+        return default_dtype(self.dtype)
+
+    def convert_input(self, data: Any) -> Any:
+        return convert_floating(data, self.dtype)
+
+    def convert_output(self, data: Any) -> Any:
+        return convert_floating(data, torch.get_default_dtype())

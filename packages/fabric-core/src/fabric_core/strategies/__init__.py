@@ -1,0 +1,1 @@
+"""Core's strategies: single device, DDP and FSDP on torch.distributed."""

@@ -1,0 +1,53 @@
+"""Apply a function to every tensor inside nested collections (dicts, lists, tuples, dataclasses)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+
+def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
+    """Return ``data`` with ``function`` applied to each tensor; other leaves are kept as they are."""
+    if isinstance(data, torch.Tensor):
+        return function(data)
+    if isinstance(data, Mapping):
+        items = {k: apply_to_tensors(v, function) for k, v in data.items()}
+        if type(data) is dict:
+            return items
+        try:
+            return type(data)(items)
+        except TypeError:  # mappings whose constructor takes other arguments (defaultdict)
+            return items
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+        return type(data)(*(apply_to_tensors(v, function) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(apply_to_tensors(v, function) for v in data)
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        changes = {f.name: apply_to_tensors(getattr(data, f.name), function) for f in dataclasses.fields(data) if f.init}
+        return dataclasses.replace(data, **changes)
+    return data
+
+
+def move_to_device(data: Any, device: torch.device | str) -> Any:
+    """Move every tensor (and module) in ``data`` to ``device``; non-blocking where that is safe."""
+    device = torch.device(device)
+    if isinstance(data, torch.nn.Module):
+        return data.to(device)
+    non_blocking = device.type not in ("cpu", "mps")
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t if t.device == device else t.to(device, non_blocking=non_blocking)
+
+    return apply_to_tensors(data, move)
+
+
+def convert_floating(data: Any, dtype: torch.dtype) -> Any:
+    """Cast floating-point tensors in ``data`` to ``dtype``; integer tensors are kept."""
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if torch.is_floating_point(t) and t.dtype != dtype else t
+
+    return apply_to_tensors(data, cast)

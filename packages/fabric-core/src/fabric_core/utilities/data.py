@@ -1,0 +1,107 @@
+"""Preparing a user's DataLoader for several processes, without patching DataLoader classes."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
+
+from fabric_core.errors import MisconfigurationError
+from fabric_core.utilities.samplers import DistributedSamplerWrapper
+from fabric_core.utilities.seed import SEED_ENV, SEED_WORKERS_ENV, worker_init_function
+
+if TYPE_CHECKING:
+    from fabric_core.plugins.strategy import Strategy
+
+# DataLoader attributes that map one-to-one onto constructor arguments.
+_LOADER_ARGS = (
+    "dataset", "num_workers", "collate_fn", "pin_memory", "drop_last", "timeout", "worker_init_fn",
+    "multiprocessing_context", "generator", "prefetch_factor", "persistent_workers", "pin_memory_device", "in_order",
+)
+
+
+def prepare_dataloader(loader: DataLoader, strategy: Strategy, replace_sampler: bool = True) -> DataLoader:
+    """Return ``loader`` or a rebuilt copy whose sampler gives this rank its shard of the data."""
+    sampler_kwargs = strategy.distributed_sampler_kwargs
+    seed_workers = os.environ.get(SEED_WORKERS_ENV) == "1" and loader.worker_init_fn is None and loader.num_workers > 0
+    shard = replace_sampler and sampler_kwargs is not None and not isinstance(loader.dataset, IterableDataset)
+    if not shard and not seed_workers:
+        return loader
+    overrides: dict[str, Any] = {}
+    if seed_workers:
+        overrides["worker_init_fn"] = functools.partial(worker_init_function, rank=strategy.global_rank)
+    if shard:
+        assert sampler_kwargs is not None
+        overrides.update(_sharded_sampling(loader, sampler_kwargs))
+    return _rebuild(loader, overrides)
+
+
+def _shared_seed() -> int:
+    return int(os.environ.get(SEED_ENV, 0))
+
+
+def _sharded_sampling(loader: DataLoader, kwargs: dict[str, int]) -> dict[str, Any]:
+    batch_sampler = loader.batch_sampler
+    if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
+        # A custom batch sampler: each rank takes whole batches of it in turn.
+        return {"batch_sampler": DistributedSamplerWrapper(batch_sampler, **kwargs), "sampler": None, "batch_size": 1, "shuffle": None, "drop_last": False}
+    sampler = loader.sampler
+    if isinstance(sampler, DistributedSampler):
+        return {}
+    if isinstance(sampler, RandomSampler):
+        new: Any = DistributedSampler(loader.dataset, shuffle=True, seed=_shared_seed(), **kwargs)
+    elif isinstance(sampler, SequentialSampler):
+        new = DistributedSampler(loader.dataset, shuffle=False, **kwargs)
+    else:
+        new = DistributedSamplerWrapper(sampler, seed=_shared_seed(), **kwargs)
+    batch_size = loader.batch_size
+    return {"sampler": new, "batch_sampler": None, "batch_size": batch_size, "shuffle": None, "drop_last": loader.drop_last}
+
+
+def _rebuild(loader: DataLoader, overrides: dict[str, Any]) -> DataLoader:
+    """A new instance of ``type(loader)`` with the same arguments except ``overrides``."""
+    cls = type(loader)
+    values = {name: getattr(loader, name) for name in _LOADER_ARGS if hasattr(loader, name)}
+    values["batch_size"] = loader.batch_size
+    values["sampler"] = loader.sampler
+    values["batch_sampler"] = loader.batch_sampler if loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler else None
+    if values["batch_sampler"] is not None:
+        values.update(batch_size=1, sampler=None, drop_last=False)
+    values.update(overrides)
+    if values.get("batch_sampler") is not None:
+        values.pop("batch_size", None)
+        values.pop("drop_last", None)
+        values.pop("sampler", None)
+    values.pop("shuffle", None)
+    if values.get("num_workers", 0) == 0:
+        for name in ("prefetch_factor", "persistent_workers"):
+            values.pop(name, None)
+    if cls is DataLoader:
+        return DataLoader(**values)
+    parameters = inspect.signature(cls.__init__).parameters
+    accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    args: dict[str, Any] = {}
+    for name, param in list(parameters.items())[1:]:
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if name in values:
+            args[name] = values.pop(name)
+        elif hasattr(loader, name):
+            args[name] = getattr(loader, name)
+        elif param.default is inspect.Parameter.empty:
+            raise MisconfigurationError(
+                f"Fabric cannot rebuild your {cls.__name__} with a distributed sampler: its argument {name!r} is not "
+                f"stored as an attribute of the same name. Store it (self.{name} = {name}) or pass "
+                "use_distributed_sampler=False and give it a DistributedSampler yourself."
+            )
+    if accepts_kwargs:
+        args.update(values)
+    elif any(k in values for k in ("sampler", "batch_sampler")) and not {"sampler", "batch_sampler"} & set(args):
+        raise MisconfigurationError(
+            f"Fabric cannot give your {cls.__name__} a distributed sampler: its __init__ accepts neither `sampler` nor "
+            "**kwargs. Pass use_distributed_sampler=False and give it a DistributedSampler yourself."
+        )
+    return cls(**args)

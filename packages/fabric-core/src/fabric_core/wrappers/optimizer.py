@@ -1,0 +1,57 @@
+"""``_FabricOptimizer``: steps through the strategy, still an instance of the user's optimizer class."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch.optim import Optimizer
+
+if TYPE_CHECKING:
+    from fabric_core.plugins.strategy import Strategy
+
+# Attributes the wrapper defines itself; everything else is shared with the wrapped optimizer.
+_OWN = ("step", "zero_grad", "state_dict", "load_state_dict", "__del__")
+
+
+class _FabricOptimizer:
+    """What ``fabric.setup`` returns for an optimizer.
+
+    Its class is made at wrap time as a subclass of both this class and the user's optimizer class,
+    so ``isinstance(opt, torch.optim.SGD)`` holds. It shares the wrapped optimizer's attribute
+    dictionary (``param_groups`` and ``state`` are the same objects), so an LR scheduler built on
+    either one sees the same learning rates.
+    """
+
+    def __init__(self, optimizer: Optimizer, strategy: Strategy, callbacks: list[Any] | None = None) -> None:
+        self.__dict__ = {k: v for k, v in optimizer.__dict__.items() if k not in _OWN}
+        self.__class__ = type("Fabric" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
+        self._optimizer = optimizer
+        self._strategy = strategy
+        self._callbacks = callbacks or []
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """The user's optimizer."""
+        return self._optimizer
+
+    def step(self, closure: Any = None) -> Any:
+        """Step through the strategy (which may skip it, e.g. on a float16 overflow)."""
+        kwargs = {} if closure is None else {"closure": closure}
+        output = self._strategy.optimizer_step(self._optimizer, **kwargs)
+        for callback in self._callbacks:
+            hook = getattr(callback, "on_after_optimizer_step", None)
+            if callable(hook):
+                hook(strategy=self._strategy, optimizer=self._optimizer)
+        return output
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._strategy.get_optimizer_state(self._optimizer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._strategy.load_optimizer_state(self._optimizer, state_dict)
+
+    def __repr__(self) -> str:
+        return f"_FabricOptimizer({self._optimizer!r})"
