@@ -1,0 +1,55 @@
+"""Metric names and values as loggers receive them: prefixed, and checked to be single numbers."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX_JOIN = "-"  # ``prefix="train"`` turns ``loss`` into ``train-loss`` (the Lightning convention)
+
+
+def as_scalar(value: Any) -> Any:
+    """A one-element tensor or array, or a NumPy scalar, as a Python number; anything else unchanged."""
+    if isinstance(value, (str, bytes, bool, int, float)):
+        return value
+    item = getattr(value, "item", None)
+    if not callable(item):
+        return value
+    size = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", None)
+    return item() if size == 1 else value
+
+
+def to_number(name: str, value: Any) -> int | float:
+    """``value`` as an int or float, or a ``TypeError`` naming the metric."""
+    value = as_scalar(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(
+        f"metric {name!r} must be a single number (int, float, bool, or a one-element tensor/array), "
+        f"got {type(value).__name__}: {value!r}."
+    )
+
+
+def prepare_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, int | float]:
+    """Names with the logger's prefix, values as plain numbers."""
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"log_metrics expects a mapping of metric names to numbers, got {type(metrics).__name__}.")
+    prepared = {}
+    for key, value in metrics.items():
+        name = str(key)
+        prepared[f"{prefix}{PREFIX_JOIN}{name}" if prefix else name] = to_number(name, value)
+    return prepared
+
+
+def check_step(step: Any) -> int:
+    """Steps are ints; Fabric always passes one, but direct callers may pass a float or a tensor."""
+    step = as_scalar(step)
+    if isinstance(step, bool) or not isinstance(step, numbers.Real) or not math.isfinite(step) or int(step) != step:
+        raise TypeError(f"step must be a whole number, got {step!r}.")
+    return int(step)

@@ -1,0 +1,173 @@
+"""What the file loggers share: the run folder, writing on global rank 0 only, the flush schedule.
+
+The object that owns open files (a "sink") is created on rank 0's first write, never at construction:
+the logger may be built in a process that is not part of the job, pickled into spawned workers, or
+inherited through ``fork``. The sink is dropped when pickling and re-created when the process id
+changes, so no worker ever touches a file handle or writer thread it did not open.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from fabric_core.plugins.logger import Logger
+
+from fabric_loggers import _rank, _versions
+from fabric_loggers._flush import FlushSchedule
+from fabric_loggers._metrics import check_step, prepare_metrics
+
+
+class Sink(Protocol):
+    """The open files of one run in one process."""
+
+    pid: int
+
+    def write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self, status: str | None) -> None: ...
+
+
+def _close_at_exit(sink: Sink) -> None:
+    """Interpreter exit (or the logger being collected): keep what was logged. Not in a forked child."""
+    if sink.pid == os.getpid():
+        sink.close(None)
+
+
+class RunLogger(Logger):
+    """A logger that writes one run's files under ``root_dir/name/version``, on global rank 0 only."""
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str],
+        name: str | None,
+        version: int | str | None,
+        prefix: str,
+        flush_logs_every_n_steps: int | None,
+        flush_logs_every_n_seconds: float | None,
+    ) -> None:
+        if not isinstance(root_dir, (str, os.PathLike)) or not os.fspath(root_dir):
+            raise TypeError(f"root_dir must be a folder path (str or os.PathLike), got {root_dir!r}.")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None (no experiment folder), got {name!r}.")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {prefix!r}.")
+        self._root_dir = os.fspath(root_dir)
+        self._name = name or ""
+        self._version = _versions.check_version(version)
+        self._prefix = prefix
+        self._schedule = FlushSchedule(flush_logs_every_n_steps, flush_logs_every_n_seconds)
+        self._rank: int | None = None  # cached once an initialised process group has said it
+        self._sink: Sink | None = None
+        self._exit_hook: weakref.finalize | None = None
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def name(self) -> str:
+        """The experiment folder under ``root_dir`` (``""`` for none)."""
+        return self._name
+
+    @property
+    def root_dir(self) -> str:
+        return self._root_dir
+
+    @property
+    def version(self) -> int | str:
+        """This run's version. On rank 0 the first access claims the next free ``version_N`` folder.
+
+        Other ranks only look at the folder and create nothing; if they need the same value as rank 0
+        without a race, pass ``version=`` explicitly.
+        """
+        if self._version is None:
+            if self.is_writer:
+                self._version = _versions.claim_next_version(self._experiment_dir)
+            else:
+                return _versions.next_free_version(self._experiment_dir)
+        return self._version
+
+    @property
+    def log_dir(self) -> str:
+        """``root_dir/name/version_N``: the folder this run writes to."""
+        return os.path.join(self._experiment_dir, _versions.version_dirname(self.version))
+
+    @property
+    def _experiment_dir(self) -> str:
+        return os.path.join(self._root_dir, self._name) if self._name else self._root_dir
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    # ------------------------------------------------------------------- ranks
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes files: global rank 0, looked up now (see ``_rank``)."""
+        if self._rank is None:
+            rank, final = _rank.global_rank()
+            if not final:
+                return rank == 0
+            self._rank = rank
+        return self._rank == 0
+
+    # ----------------------------------------------------------------- writing
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Record ``metrics`` at ``step`` (rank 0 only), flushing when the schedule says so."""
+        if not self.is_writer:
+            return
+        prepared = prepare_metrics(metrics, self._prefix)
+        step = check_step(step)
+        self._open_sink().write_metrics(prepared, step)
+        if self._schedule.record(step):
+            self.save()
+
+    def save(self) -> None:
+        """Push everything logged so far to disk."""
+        if self.is_writer and self._current_sink() is not None:
+            self._current_sink().flush()  # type: ignore[union-attr]
+            self._schedule.flushed()
+
+    def finalize(self, status: str) -> None:
+        """Flush and close the files; a later write opens them again (TensorBoard starts a new event file)."""
+        sink = self._current_sink()
+        if not self.is_writer or sink is None:
+            return
+        sink.close(status)
+        self._sink = None
+        if self._exit_hook is not None:
+            self._exit_hook.detach()
+            self._exit_hook = None
+        self._schedule.flushed()
+
+    # ------------------------------------------------------------------- sinks
+    @abstractmethod
+    def _create_sink(self, log_dir: str) -> Sink:
+        """Open this logger's files in ``log_dir`` (which exists)."""
+
+    def _current_sink(self) -> Sink | None:
+        """The sink this process opened, forgetting one inherited through ``fork`` (its writer thread is gone)."""
+        if self._sink is not None and self._sink.pid != os.getpid():
+            self._sink = None
+            self._exit_hook = None  # the parent's hook; it refuses to run in this process anyway
+        return self._sink
+
+    def _open_sink(self) -> Sink:
+        sink = self._current_sink()
+        if sink is None:
+            log_dir = self.log_dir
+            os.makedirs(log_dir, exist_ok=True)
+            sink = self._create_sink(log_dir)
+            self._sink = sink
+            self._exit_hook = weakref.finalize(self, _close_at_exit, sink)
+        return sink
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Workers get the settings, never the open files, writer threads or a rank found elsewhere."""
+        state = self.__dict__.copy()
+        state.update(_sink=None, _exit_hook=None, _rank=None)
+        return state

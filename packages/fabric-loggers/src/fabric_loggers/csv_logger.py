@@ -1,0 +1,73 @@
+"""``CSVLogger``: metrics to ``metrics.csv`` and hyperparameters to ``hparams.yaml``, no extra dependency."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from fabric_loggers._csv_file import MetricsCSV
+from fabric_loggers._hparams_yaml import HPARAMS_FILE, write_hparams_yaml
+from fabric_loggers._params import params_to_dict, yaml_value
+from fabric_loggers._run_logger import RunLogger
+
+METRICS_FILE = "metrics.csv"
+
+
+class _CSVSink:
+    """The open state of one run's CSV files in one process."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.pid = os.getpid()
+        self.metrics = MetricsCSV(os.path.join(log_dir, METRICS_FILE))
+
+    def write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
+        self.metrics.add(metrics, step)
+
+    def flush(self) -> None:
+        self.metrics.flush()
+
+    def close(self, status: str | None) -> None:
+        self.metrics.flush()
+
+
+class CSVLogger(RunLogger):
+    """Log metrics to ``root_dir/name/version_N/metrics.csv`` (a ``step`` column, then one per metric).
+
+    Args:
+        root_dir: the folder that holds all experiments.
+        name: the experiment folder under ``root_dir`` (``None`` or ``""``: none).
+        version: an int (``version_<int>``), a folder name, or ``None`` for the next free ``version_N``.
+        prefix: put before every metric name, joined with ``-`` (``train-loss``).
+        flush_logs_every_n_steps: write buffered rows after this many distinct steps (``None``: only on
+            ``save``/``finalize``/exit). A crash loses at most the rows since the last flush.
+        flush_logs_every_n_seconds: also write them when this many seconds have passed since the last flush
+            (checked when a metric is logged).
+    """
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str],
+        name: str | None = "fabric_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int | None = 100,
+        flush_logs_every_n_seconds: float | None = None,
+    ) -> None:
+        super().__init__(root_dir, name, version, prefix, flush_logs_every_n_steps, flush_logs_every_n_seconds)
+        self._hparams: dict[str, Any] = {}
+
+    def _create_sink(self, log_dir: str) -> _CSVSink:
+        return _CSVSink(log_dir)
+
+    def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
+        """Merge ``params`` (dict, nested dicts, argparse.Namespace, dataclass) into ``hparams.yaml`` at once."""
+        if args or kwargs:
+            raise TypeError("CSVLogger.log_hyperparams takes only the hyperparameters (a dict or argparse.Namespace).")
+        update = {key: yaml_value(value) for key, value in params_to_dict(params).items()}
+        if not self.is_writer:
+            return
+        self._hparams.update(update)
+        log_dir = self.log_dir
+        os.makedirs(log_dir, exist_ok=True)
+        write_hparams_yaml(os.path.join(log_dir, HPARAMS_FILE), self._hparams)

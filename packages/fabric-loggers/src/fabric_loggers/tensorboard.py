@@ -1,0 +1,150 @@
+"""``TensorBoardLogger``: scalars, hyperparameters and the model graph in TensorBoard event files.
+
+The writer is ``torch.utils.tensorboard.SummaryWriter``, which writes through TensorBoard's own
+``EventFileWriter`` (so the ``tensorboard`` package is the one real dependency) and can trace a model
+into a TensorBoard graph. tensorboardX would add a second writer for nothing: reading files back
+needs ``tensorboard`` anyway.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from fabric_loggers._hparams_summary import hparams_summaries, session_end_summary
+from fabric_loggers._metrics import prepare_metrics
+from fabric_loggers._params import flatten, params_to_dict, tensorboard_value
+from fabric_loggers._run_logger import RunLogger
+
+_TENSORBOARD_DEFAULT_FLUSH_SECS = 120
+
+
+class _TensorBoardSink:
+    """One event file of one run in one process (the writer thread belongs to this process)."""
+
+    def __init__(self, log_dir: str, writer_kwargs: Mapping[str, Any]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:  # torch.utils.tensorboard imports the tensorboard package
+            raise ImportError(
+                'TensorBoardLogger needs the tensorboard package: pip install "fabric-loggers" (or tensorboard).'
+            ) from error
+
+        self.pid = os.getpid()
+        self.writer = SummaryWriter(log_dir=log_dir, **writer_kwargs)
+        self.hparams_logged = False
+
+    def write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, global_step=step)
+
+    def write_summary(self, summary: Any) -> None:
+        self.writer.file_writer.add_summary(summary)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self, status: str | None) -> None:
+        if status is not None and self.hparams_logged:
+            self.write_summary(session_end_summary(status))
+        self.writer.close()
+
+
+class TensorBoardLogger(RunLogger):
+    """Log to TensorBoard event files in ``root_dir/name/version_N``; view them with ``tensorboard --logdir root_dir``.
+
+    Args:
+        root_dir: the folder that holds all experiments.
+        name: the experiment folder under ``root_dir`` (``None`` or ``""``: none).
+        version: an int (``version_<int>``), a folder name, or ``None`` for the next free ``version_N``.
+        prefix: put before every metric name, joined with ``-`` (``train-loss``).
+        default_hp_metric: when ``log_hyperparams`` gets no metrics, log ``hp_metric = -1`` so that
+            TensorBoard's HPARAMS tab lists the run (log the real ``hp_metric`` later).
+        flush_logs_every_n_steps: flush after this many distinct steps (``None``: only on ``save``,
+            ``finalize``, exit and TensorBoard's own timer). A crash loses at most what came after.
+        flush_logs_every_n_seconds: also flush when this many seconds have passed since the last flush;
+            also TensorBoard's own background flush interval.
+        **writer_kwargs: passed to ``SummaryWriter`` (``max_queue``, ``filename_suffix``, ``purge_step``).
+    """
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str],
+        name: str | None = "fabric_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        default_hp_metric: bool = True,
+        flush_logs_every_n_steps: int | None = 100,
+        flush_logs_every_n_seconds: float | None = None,
+        **writer_kwargs: Any,
+    ) -> None:
+        super().__init__(root_dir, name, version, prefix, flush_logs_every_n_steps, flush_logs_every_n_seconds)
+        refused = sorted(set(writer_kwargs) & {"log_dir", "comment"})
+        if refused:
+            raise TypeError(
+                f"TensorBoardLogger sets the folder itself; use root_dir/name/version instead of {refused}."
+            )
+        writer_kwargs.setdefault("flush_secs", flush_logs_every_n_seconds or _TENSORBOARD_DEFAULT_FLUSH_SECS)
+        self._writer_kwargs = writer_kwargs
+        self._default_hp_metric = default_hp_metric
+        self._hparams: dict[str, bool | int | float | str] = {}
+        self._hparam_metrics: dict[str, None] = {}  # ordered set of metric tags shown beside the hparams
+
+    def _create_sink(self, log_dir: str) -> _TensorBoardSink:
+        return _TensorBoardSink(log_dir, self._writer_kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        """The ``SummaryWriter`` (rank 0), for anything this logger does not wrap: images, histograms, text."""
+        if not self.is_writer:
+            return None
+        return self._open_sink().writer  # type: ignore[attr-defined]
+
+    def log_hyperparams(self, params: Mapping[str, Any] | Any, metrics: Mapping[str, Any] | None = None) -> None:
+        """Record hyperparameters for the HPARAMS tab; nested dicts become ``outer/inner`` names.
+
+        ``metrics`` (name -> number) are logged at step 0 and listed as the run's metrics beside them.
+        """
+        flat = {name: tensorboard_value(value) for name, value in flatten(params_to_dict(params)).items()}
+        if metrics is None and self._default_hp_metric:
+            metrics = {"hp_metric": -1}
+        prepared = prepare_metrics(metrics or {}, self._prefix)
+        if not self.is_writer:
+            return
+        self._hparams.update(flat)
+        self._hparam_metrics.update(dict.fromkeys(prepared))
+        sink = self._open_sink()
+        assert isinstance(sink, _TensorBoardSink)
+        for summary in hparams_summaries(self._hparams, self._hparam_metrics):
+            sink.write_summary(summary)
+        sink.hparams_logged = True
+        if prepared:
+            sink.write_metrics(prepared, step=0)
+        self.save()
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        """Trace ``model`` on ``input_array`` (or ``model.example_input_array``) into TensorBoard's GRAPHS tab."""
+        from fabric_core.utilities.apply_func import move_to_device
+        from fabric_core.wrappers.module import unwrap_module
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = unwrap_module(model)
+        while isinstance(module, DistributedDataParallel):
+            module = module.module
+        if input_array is None:
+            input_array = getattr(module, "example_input_array", None)
+        if input_array is None:
+            raise ValueError(
+                "log_graph needs an example input: logger.log_graph(model, torch.randn(1, 32)), "
+                "or set model.example_input_array."
+            )
+        if not self.is_writer:
+            return
+        parameter = next(module.parameters(), None)
+        if parameter is not None:
+            input_array = move_to_device(input_array, parameter.device)
+        sink = self._open_sink()
+        assert isinstance(sink, _TensorBoardSink)
+        sink.writer.add_graph(module, input_array)
+        self.save()
