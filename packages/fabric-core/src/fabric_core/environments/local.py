@@ -46,13 +46,16 @@ class LocalEnvironment(ClusterEnvironment):
         self._world_size = size
 
     def global_rank(self) -> int:
-        return self._global_rank
+        return int(self.env["RANK"]) if self.creates_processes_externally and "RANK" in self.env else self._global_rank
 
     def set_global_rank(self, rank: int) -> None:
         self._global_rank = rank
 
     def local_rank(self) -> int:
         return int(self.env.get("LOCAL_RANK", 0))
+
+    def local_world_size(self) -> int | None:
+        return int(self.env["LOCAL_WORLD_SIZE"]) if self.creates_processes_externally and "LOCAL_WORLD_SIZE" in self.env else None
 
     def node_rank(self) -> int:
         return int(self.env.get("NODE_RANK", self.env.get("GROUP_RANK", 0)))

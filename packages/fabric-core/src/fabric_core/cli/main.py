@@ -1,0 +1,111 @@
+"""The ``fabric`` command: ``fabric run SCRIPT`` starts a script on several processes or machines."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fabric_core.connector import CLI_ENV
+
+_RUN_EXAMPLES = """
+\b
+Examples:
+  fabric run --devices 2 train.py --lr 0.1       # 2 processes; --lr goes to train.py
+  fabric run --accelerator cuda --devices 0,1 --precision bf16-mixed train.py
+  # two machines, 2 processes each (run one command on each machine):
+  fabric run --devices 2 --num-nodes 2 --node-rank 0 --main-address 10.0.0.1 --main-port 29500 train.py
+  fabric run --devices 2 --num-nodes 2 --node-rank 1 --main-address 10.0.0.1 --main-port 29500 train.py
+
+Options go before SCRIPT; everything after SCRIPT is passed to the script unchanged.
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fabric-core", prog_name="fabric")
+def cli() -> None:
+    """fabric: run your PyTorch training script on any hardware, on one machine or many.
+
+    Your script creates `Fabric(...)` and calls `fabric.launch()` as usual; the options given here
+    choose the accelerator, strategy, devices and precision wherever the script leaves them at
+    their defaults. Giving a different value in both places is an error.
+    """
+
+
+@cli.command(
+    "run",
+    epilog=_RUN_EXAMPLES,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.option("--accelerator", default=None, help="cpu, cuda (or gpu), tpu, or auto. Default: what the script says, else auto.")
+@click.option("--strategy", default=None, help="ddp, fsdp, deepspeed_stage_2, ... Default: what the script says, else auto.")
+@click.option("--devices", default=None, help="Devices (processes) per machine: a count, -1 for all, or indices like 0,1. Default: 1.")
+@click.option("--num-nodes", "--num_nodes", "num_nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Number of machines.")
+@click.option("--node-rank", "--node_rank", "node_rank", type=click.IntRange(min=0), default=0, show_default=True, help="Index of this machine (0 is the main one).")
+@click.option("--main-address", "--main_address", "main_address", default="127.0.0.1", show_default=True, help="Address of machine 0.")
+@click.option("--main-port", "--main_port", "main_port", type=click.IntRange(1, 65535), default=None, help="Port on machine 0 (multi-machine jobs; default 29500). One machine picks a free port itself.")
+@click.option("--precision", default=None, help="32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_command(
+    ctx: click.Context, script: str, accelerator: str | None, strategy: str | None, devices: str | None, num_nodes: int,
+    node_rank: int, main_address: str, main_port: int | None, precision: str | None, script_args: tuple[str, ...],
+) -> None:
+    """Run SCRIPT with SCRIPT_ARGS on --devices processes per machine (torch's elastic launcher)."""
+    from fabric_core.errors import MisconfigurationError
+
+    try:
+        nproc = _count_processes(accelerator, devices)
+    except MisconfigurationError as err:
+        raise click.BadParameter(str(err), param_hint="--devices / --accelerator") from None
+    if node_rank >= num_nodes:
+        raise click.BadParameter(f"--node-rank {node_rank} must be below --num-nodes {num_nodes}.", param_hint="--node-rank")
+    given = {"accelerator": accelerator, "strategy": strategy, "devices": devices, "precision": precision}
+    if num_nodes > 1:
+        given["num_nodes"] = str(num_nodes)
+    for field, value in given.items():
+        if value is not None:
+            os.environ[CLI_ENV[field]] = str(value)
+    sys.exit(launch_elastic(script, script_args, nproc, num_nodes, node_rank, main_address, main_port))
+
+
+def _count_processes(accelerator: str | None, devices: str | None) -> int:
+    """How many processes per machine ``--devices`` means for the chosen accelerator."""
+    if devices is None:
+        return 1
+    from fabric_core.connector import _choose_accelerator
+
+    return len(_choose_accelerator(accelerator).parse_devices(devices))
+
+
+def launch_elastic(
+    script: str, script_args: tuple[str, ...], nproc: int, num_nodes: int, node_rank: int, main_address: str, main_port: int | None
+) -> int:
+    """Start the workers with ``torch.distributed.run``; returns the exit code, naming any failed rank."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = [f"--nproc-per-node={nproc}"]
+    if num_nodes == 1 and main_port is None:
+        args.append("--standalone")  # rendezvous on a free local port: parallel jobs never collide
+    else:
+        args += [
+            f"--nnodes={num_nodes}", f"--node-rank={node_rank}", f"--master-addr={main_address}",
+            f"--master-port={main_port or 29500}",
+        ]
+    args += [script, *script_args]
+    try:
+        run(get_args_parser().parse_args(args))
+    except ChildFailedError as err:
+        for rank, failure in sorted(err.failures.items()):
+            how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with code {failure.exitcode}"
+            click.echo(f"[fabric] rank {rank} {how}; the job was stopped.", err=True)
+        return 1
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

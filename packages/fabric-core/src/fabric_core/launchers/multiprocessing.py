@@ -1,0 +1,101 @@
+"""Starting the ranks with ``torch.multiprocessing`` (strategy="ddp_spawn", "ddp_fork", "ddp_notebook")."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fabric_core.launchers.failures import WorkerFailedError
+from fabric_core.plugins.launcher import Launcher
+
+if TYPE_CHECKING:
+    from fabric_core.strategies.process_group import ProcessGroupStrategy
+
+
+class MultiprocessingLauncher(Launcher):
+    """Runs ``fabric.launch(fn)``'s function in one new process per local device.
+
+    ``torch.multiprocessing`` watches the workers: when one fails the others are terminated and
+    this raises ``WorkerFailedError`` naming the rank and how it ended. Returns rank 0's result.
+    """
+
+    def __init__(self, strategy: ProcessGroupStrategy, start_method: str = "spawn") -> None:
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"start_method={start_method!r} is not available on this platform; available: "
+                f"{', '.join(multiprocessing.get_all_start_methods())}."
+            )
+        self._strategy = strategy
+        self._start_method = start_method
+
+    @property
+    def is_interactive_compatible(self) -> bool:
+        return self._start_method == "fork"
+
+    def launch(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import torch
+        import torch.distributed as dist
+        import torch.multiprocessing as mp
+
+        if self._start_method == "fork" and torch.cuda.is_initialized():
+            raise RuntimeError(
+                "CUDA was initialised in this process before forking; forked workers cannot use it. Do not touch CUDA "
+                "before fabric.launch(), or use strategy='ddp_spawn'."
+            )
+        if multiprocessing.parent_process() is not None and self._start_method != "fork":
+            raise RuntimeError(
+                "fabric.launch() ran again while a spawned worker was importing your script: put the code that "
+                "creates Fabric and calls launch() under `if __name__ == \"__main__\":`."
+            )
+        strategy = self._strategy
+        env = strategy.cluster_environment
+        assert env is not None
+        world_size = strategy.num_processes * strategy.num_nodes
+        address, port = env.main_address, env.main_port
+        store = None
+        if strategy.node_rank == 0 and port == 0:
+            store = dist.TCPStore(address, 0, world_size, is_master=True, timeout=strategy.timeout, wait_for_workers=False)
+            port = store.port
+        elif port == 0:
+            raise RuntimeError("A multi-node job needs MASTER_ADDR and MASTER_PORT set on every node.")
+        context = mp.get_context(self._start_method)
+        results = context.SimpleQueue()
+        process_context = mp.start_processes(
+            _worker,
+            args=(strategy, function, args, kwargs, results, address, port, store is not None),
+            nprocs=strategy.num_processes,
+            join=False,
+            start_method=self._start_method,
+        )
+        try:
+            while not process_context.join():
+                pass
+        except mp.ProcessExitedException as err:
+            rank = strategy.node_rank * strategy.num_processes + err.error_index
+            how = f"was killed by {err.signal_name}" if err.signal_name else f"exited with code {err.exit_code}"
+            raise WorkerFailedError(f"rank {rank} {how}; the other processes of the job were stopped.") from None
+        except mp.ProcessRaisedException as err:
+            rank = strategy.node_rank * strategy.num_processes + err.error_index
+            raise WorkerFailedError(f"rank {rank} raised an exception; the other processes were stopped.\n{err}") from None
+        finally:
+            del store
+        return results.get() if not results.empty() else None
+
+
+def _worker(
+    local_rank: int, strategy: ProcessGroupStrategy, function: Callable[..., Any], args: tuple[Any, ...],
+    kwargs: dict[str, Any], results: Any, address: str, port: int, parent_holds_store: bool,
+) -> None:
+    import torch.distributed as dist
+
+    from fabric_core.utilities.apply_func import move_to_device
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
+    strategy.set_local_rank(local_rank)
+    if parent_holds_store:
+        strategy._store = dist.TCPStore(address, port, strategy.world_size, is_master=False, timeout=strategy.timeout)
+    output = function(*args, **kwargs)
+    if strategy.global_rank == 0:
+        results.put(move_to_device(output, "cpu"))

@@ -1,0 +1,178 @@
+"""Re-running the user's script for the other ranks (strategy="ddp"): works from any script, no pickling."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from fabric_core.launchers.failures import describe_exit
+from fabric_core.plugins.launcher import Launcher
+
+if TYPE_CHECKING:
+    from fabric_core.strategies.process_group import ProcessGroupStrategy
+
+_POLL_SECONDS = 0.1
+_GRACE_SECONDS = 5.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the child gets SIGKILL when the launching process dies, so no worker is orphaned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def script_command() -> list[str]:
+    """The command line that re-runs the current program (``python script.py ...`` or ``python -m pkg ...``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name not in ("__main__", None):
+        name = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        return [sys.executable, "-m", name, *sys.argv[1:]]
+    main_file = getattr(main, "__file__", None)
+    if not main_file:
+        raise RuntimeError(
+            "strategy='ddp' re-runs your script for the other processes, but this session has no script file "
+            "(notebook or interactive shell). Use strategy='ddp_notebook' (fork) there."
+        )
+    return [sys.executable, os.path.abspath(main_file), *sys.argv[1:]]
+
+
+class SubprocessScriptLauncher(Launcher):
+    """Starts local ranks 1..n-1 as new processes running the same command; this process is local rank 0.
+
+    A watchdog thread follows the workers: when one fails, the others are stopped and this process
+    exits non-zero with a message naming the rank. Workers die with this process (PDEATHSIG).
+    """
+
+    def __init__(self, strategy: ProcessGroupStrategy) -> None:
+        self._strategy = strategy
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._failed = threading.Event()
+        self._done = threading.Event()
+
+    @property
+    def is_interactive_compatible(self) -> bool:
+        return False
+
+    @property
+    def continues_in_caller(self) -> bool:
+        return True
+
+    def launch(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._start_workers()
+        return function(*args, **kwargs)
+
+    def _start_workers(self) -> None:
+        import torch.distributed as dist
+
+        strategy = self._strategy
+        env = strategy.cluster_environment
+        assert env is not None
+        command = script_command()
+        num_local = strategy.num_processes
+        world_size = num_local * strategy.num_nodes
+        address, port = env.main_address, env.main_port
+        if strategy.node_rank == 0 and port == 0:
+            # Bind the rendezvous store now on a free port and hand it over: no race for ports.
+            store = dist.TCPStore(address, 0, world_size, is_master=True, timeout=strategy.timeout, wait_for_workers=False)
+            strategy._store = store
+            port = store.port
+        elif port == 0:
+            raise RuntimeError("A multi-node job needs MASTER_ADDR and MASTER_PORT set on every node (rank 0's host and a free port).")
+        strategy.set_local_rank(0)
+        for local_rank in range(1, num_local):
+            child_env = {
+                **os.environ,
+                "MASTER_ADDR": address,
+                "MASTER_PORT": str(port),
+                "NODE_RANK": str(strategy.node_rank),
+                "LOCAL_RANK": str(local_rank),
+                "LOCAL_WORLD_SIZE": str(num_local),
+                "RANK": str(strategy.node_rank * num_local + local_rank),
+                "WORLD_SIZE": str(world_size),
+                "FABRIC_LAUNCHED": "1",
+            }
+            self._procs[local_rank] = subprocess.Popen(command, env=child_env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        if self._procs:
+            threading.Thread(target=self._watch, name="fabric-worker-watchdog", daemon=True).start()
+            atexit.register(self._wait_at_exit)
+            self._chain_excepthook()
+
+    def _global_rank(self, local_rank: int) -> int:
+        return self._strategy.node_rank * self._strategy.num_processes + local_rank
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            for local_rank, proc in self._procs.items():
+                code = proc.poll()
+                if code is not None and code != 0:
+                    self._fail(local_rank, code)
+                    return
+            if all(p.poll() is not None for p in self._procs.values()):
+                return
+            time.sleep(_POLL_SECONDS)
+
+    def _fail(self, local_rank: int, code: int) -> None:
+        self._failed.set()
+        print(
+            f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}; stopping the other processes of the job.",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.kill_workers()
+        # Give the main thread a moment to fail on its own (its collectives see the closed peers).
+        deadline = time.monotonic() + _GRACE_SECONDS
+        while time.monotonic() < deadline and not self._done.is_set():
+            time.sleep(_POLL_SECONDS)
+        if not self._done.is_set():
+            os._exit(1)
+
+    def kill_workers(self) -> None:
+        """Terminate every worker still running (SIGTERM, then SIGKILL after a grace period)."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + _GRACE_SECONDS
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def _wait_at_exit(self) -> None:
+        """Rank 0 finished: wait for the others, and exit non-zero if any of them failed."""
+        for local_rank, proc in self._procs.items():
+            code = proc.wait()
+            if code != 0 and not self._failed.is_set():
+                self._failed.set()
+                print(f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}.", file=sys.stderr, flush=True)
+                self.kill_workers()
+        self._done.set()
+        if self._failed.is_set():
+            os._exit(1)
+
+    def _chain_excepthook(self) -> None:
+        previous = sys.excepthook
+
+        def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+            # Rank 0 failed: its workers would wait for it in a collective until the timeout.
+            previous(kind, value, tb)
+            print(f"[fabric] rank {self._global_rank(0)} raised {kind.__name__}; stopping the other processes.", file=sys.stderr, flush=True)
+            self._failed.set()
+            self.kill_workers()
+
+        sys.excepthook = hook
