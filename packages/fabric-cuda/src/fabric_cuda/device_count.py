@@ -88,18 +88,21 @@ def is_cuda_available() -> bool:
 
 def unavailable_reason() -> str:
     """Why no GPU can be used here, phrased as what to do about it."""
-    import torch
+    if not torch_has_cuda():
+        import torch
 
-    if not torch.backends.cuda.is_built():
         return (
             f"the installed torch {torch.__version__} is a CPU-only build; install a CUDA build of torch "
             "to use NVIDIA GPUs"
         )
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and num_cuda_devices() == 0:
-        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
     if _torch_is_rocm():
         return "ROCm reports no AMD GPU"
-    if nvml_device_uuids() is None:
+    uuids = nvml_device_uuids()
+    if uuids is None:
         return "no NVIDIA driver was found (the NVML library could not be loaded or initialised)"
-    return "the NVIDIA driver reports no GPU"
+    if not uuids:
+        return "the NVIDIA driver reports no GPU"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides all {len(uuids)} GPU(s) the driver reports"
+    return f"the driver reports {len(uuids)} GPU(s), but the CUDA runtime reports none"
