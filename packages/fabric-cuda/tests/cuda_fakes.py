@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fabric_cuda import device_count
 
 

@@ -7,7 +7,6 @@ import pickle
 import pytest
 import torch
 from cuda_fakes import fake_gpus, forbid_cuda_init
-
 from fabric_core import Fabric, registry
 from fabric_core.accelerators.cpu import CPUAccelerator
 from fabric_core.connector import resolve_plan
@@ -91,7 +90,7 @@ def test_invalid_devices_list_the_valid_forms(monkeypatch: pytest.MonkeyPatch, d
 def test_indices_count_the_gpus_cuda_visible_devices_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_gpus(monkeypatch, 4, visible="2,3")
     assert CUDAAccelerator.parse_devices(-1) == [0, 1]
-    with pytest.raises(MisconfigurationError, match="only indices 0..1"):
+    with pytest.raises(MisconfigurationError, match=r"only indices 0\.\.1"):
         CUDAAccelerator.parse_devices([2])
 
 

@@ -6,7 +6,6 @@ import pynvml
 import pytest
 import torch
 from cuda_fakes import fake_gpus, forbid_cuda_init
-
 from fabric_cuda import device_count
 
 cpu_only_torch = pytest.mark.skipif(torch.backends.cuda.is_built(), reason="checks a CPU-only build of torch")

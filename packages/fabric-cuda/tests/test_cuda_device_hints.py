@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fabric_cuda.device_hints import TF32_HINT, bf16_problem, wants_tf32_hint
 
 

@@ -8,7 +8,6 @@ import warnings
 import pytest
 import torch
 from cuda_fakes import forbid_cuda_init
-
 from fabric_core.checkpoint.state import convert_state_for_saving, restore_state
 from fabric_core.strategies.single_device import SingleDeviceStrategy
 from fabric_cuda import CUDAMixedPrecision
@@ -17,7 +16,9 @@ X = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
 
 
 def make(init_scale: float = 1024.0, stall_warning_after: int = 3) -> tuple[CUDAMixedPrecision, SingleDeviceStrategy]:
-    precision = CUDAMixedPrecision(scaler=torch.amp.GradScaler("cpu", init_scale=init_scale), stall_warning_after=stall_warning_after)
+    precision = CUDAMixedPrecision(
+        scaler=torch.amp.GradScaler("cpu", init_scale=init_scale), stall_warning_after=stall_warning_after
+    )
     return precision, SingleDeviceStrategy(device="cpu", precision=precision)
 
 
@@ -28,7 +29,9 @@ def model_and_optimizer(lr: float = 0.1) -> tuple[torch.nn.Linear, torch.optim.S
     return model, torch.optim.SGD(model.parameters(), lr=lr)
 
 
-def train_step(strategy: SingleDeviceStrategy, model: torch.nn.Module, optimizer: torch.optim.Optimizer, poison: bool) -> None:
+def train_step(
+    strategy: SingleDeviceStrategy, model: torch.nn.Module, optimizer: torch.optim.Optimizer, poison: bool
+) -> None:
     loss = model(X).sum() * (float("inf") if poison else 1.0)
     strategy.backward(loss, model)
     strategy.optimizer_step(optimizer)

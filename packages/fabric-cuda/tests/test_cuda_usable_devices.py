@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from cuda_fakes import fake_gpus, forbid_cuda_init
-
 from fabric_cuda import find_usable_cuda_devices, usable_devices
 
 
@@ -81,7 +80,7 @@ def test_invalid_count(bad: object) -> None:
 
 @pytest.mark.skipif(torch.backends.cuda.is_built(), reason="checks a CPU-only build of torch")
 def test_without_gpus_the_error_says_why() -> None:
-    with pytest.raises(RuntimeError, match="found no CUDA device: the installed torch .* CPU-only build"):
+    with pytest.raises(RuntimeError, match=r"found no CUDA device: the installed torch .* CPU-only build"):
         find_usable_cuda_devices(1)
 
 

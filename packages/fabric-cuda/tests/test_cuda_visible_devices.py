@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fabric_cuda.visible_devices import count_visible_devices, names_mig_devices, visible_device_entries
 
 UUIDS = ["GPU-aaaa1111-0000", "GPU-aaaa2222-0000", "GPU-bbbb3333-0000", "GPU-cccc4444-0000"]

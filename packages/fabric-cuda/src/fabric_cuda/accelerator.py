@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.accelerator import Accelerator
 from fabric_core.plugins.precision import Precision
 from fabric_core.utilities.device_parser import parse_device_indices
+
 from fabric_cuda import device_count
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-
 from fabric_core.errors import MisconfigurationError
 
 TF32_HINT = (

@@ -17,9 +17,8 @@ import warnings
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
-
 from fabric_core.precision.mixed import MixedPrecision
+from torch.optim import Optimizer
 
 #: Consecutive skipped steps after which training is reported as stalled. Each skip halves the
 #: scale, so 25 skips take the default scale of 2**16 below 2**-8: no calibration needs that long.
