@@ -9,6 +9,7 @@ needs ``tensorboard`` anyway.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,8 +89,8 @@ class TensorBoardLogger(RunLogger):
         writer_kwargs.setdefault("flush_secs", flush_logs_every_n_seconds or _TENSORBOARD_DEFAULT_FLUSH_SECS)
         self._writer_kwargs = writer_kwargs
         self._default_hp_metric = default_hp_metric
-        self._hparams: dict[str, bool | int | float | str] = {}
-        self._hparam_metrics: dict[str, None] = {}  # ordered set of metric tags shown beside the hparams
+        # TensorBoard's readers keep the first hparams record of a run (per tag), so a run gets one.
+        self._hparams_written = False
 
     def _create_sink(self, log_dir: str) -> _TensorBoardSink:
         return _TensorBoardSink(log_dir, self._writer_kwargs)
@@ -105,6 +106,8 @@ class TensorBoardLogger(RunLogger):
         """Record hyperparameters for the HPARAMS tab; nested dicts become ``outer/inner`` names.
 
         ``metrics`` (name -> number) are logged at step 0 and listed as the run's metrics beside them.
+        TensorBoard keeps one hyperparameter record per run: call this once; later calls only warn
+        (their ``metrics`` are still logged).
         """
         flat = {name: tensorboard_value(value) for name, value in flatten(params_to_dict(params)).items()}
         if metrics is None and self._default_hp_metric:
@@ -112,13 +115,20 @@ class TensorBoardLogger(RunLogger):
         prepared = prepare_metrics(metrics or {}, self._prefix)
         if not self.is_writer:
             return
-        self._hparams.update(flat)
-        self._hparam_metrics.update(dict.fromkeys(prepared))
         sink = self._open_sink()
         assert isinstance(sink, _TensorBoardSink)
-        for summary in hparams_summaries(self._hparams, self._hparam_metrics):
-            sink.write_summary(summary)
-        sink.hparams_logged = True
+        if self._hparams_written:
+            warnings.warn(
+                "TensorBoard shows only the first hyperparameters written to a run; these later ones are not "
+                "recorded. Log all hyperparameters in one log_hyperparams call (or use a new version).",
+                UserWarning,
+                stacklevel=2,
+            )
+        else:
+            for summary in hparams_summaries(flat, prepared):
+                sink.write_summary(summary)
+            self._hparams_written = True
+            sink.hparams_logged = True
         if prepared:
             sink.write_metrics(prepared, step=0)
         self.save()
