@@ -19,53 +19,40 @@ STEP_COLUMN = "step"
 
 
 class MetricsCSV:
-    """The metrics file of one run, owned by one process."""
+    """The metrics file of one run as this process writes it; the header on disk is re-read at each flush,
+    so rows another process (a forked parent, an earlier run resumed with the same version) wrote are kept."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.pid = os.getpid()
         self._pending: list[dict[str, int | float]] = []
-        self._columns: list[str] | None = None  # the header on disk plus names seen since; None: not read yet
-        self._on_disk: list[str] = []
-
-    @property
-    def columns(self) -> list[str]:
-        """The header after the next flush."""
-        return list(self._load_columns())
+        self._names: dict[str, None] = {}  # metric names of the pending rows, in order of appearance
 
     def add(self, metrics: Mapping[str, int | float], step: int) -> None:
         if STEP_COLUMN in metrics:
             raise ValueError(
                 f"{STEP_COLUMN!r} is the CSV step column; log the metric under another name or use prefix=."
             )
-        columns = self._load_columns()
-        for name in metrics:
-            if name not in columns:
-                columns.append(name)
+        self._names.update(dict.fromkeys(metrics))
         self._pending.append({STEP_COLUMN: step, **metrics})
 
     def flush(self) -> None:
         if not self._pending:
             return
-        columns = self._load_columns()
-        if columns == self._on_disk:
+        self._drop_partial_last_line()
+        on_disk = self._read_header()
+        columns = list(on_disk) if on_disk else [STEP_COLUMN]
+        if STEP_COLUMN not in columns:
+            columns.insert(0, STEP_COLUMN)
+        columns += [name for name in self._names if name not in columns]
+        if columns == on_disk:
             self._append(self._pending, columns)
         else:
-            self._rewrite(self._pending, columns)
-            self._on_disk = list(columns)
+            self._rewrite(self._pending, columns, has_rows=bool(on_disk))
         self._pending = []
+        self._names = {}
 
     # ---------------------------------------------------------------- internals
-    def _load_columns(self) -> list[str]:
-        """Read the header of an existing file once (a resumed run, or this run after ``finalize``)."""
-        if self._columns is None:
-            self._drop_partial_last_line()
-            self._on_disk = self._read_header()
-            self._columns = list(self._on_disk) if self._on_disk else [STEP_COLUMN]
-            if STEP_COLUMN not in self._columns:
-                self._columns.insert(0, STEP_COLUMN)
-        return self._columns
-
     def _read_header(self) -> list[str]:
         try:
             with open(self.path, encoding="utf-8", newline="") as handle:
@@ -116,11 +103,11 @@ class MetricsCSV:
         finally:
             os.close(fd)
 
-    def _rewrite(self, rows: list[dict[str, int | float]], columns: list[str]) -> None:
+    def _rewrite(self, rows: list[dict[str, int | float]], columns: list[str], has_rows: bool) -> None:
         def write(handle: io.TextIOBase) -> None:
             writer = csv.DictWriter(handle, fieldnames=columns, restval="", lineterminator="\n")
             writer.writeheader()
-            if self._on_disk:
+            if has_rows:
                 with open(self.path, encoding="utf-8", newline="") as old:
                     reader = csv.reader(old)
                     header = next(reader, [])
