@@ -101,6 +101,7 @@ def test_scaler_state_round_trips_through_a_checkpoint() -> None:
     restore_state(restored_strategy, saved, {"precision": restored}, strict=True, path="memory")
     assert restored.scaler.get_scale() == 1024.0
     assert restored.scaler.state_dict() == precision.scaler.state_dict()
+    assert restored.skipped_steps == precision.skipped_steps == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])

@@ -53,6 +53,14 @@ class CUDAMixedPrecision(MixedPrecision):
     def scaler(self, value: Any) -> None:
         self._scaler = value
 
+    def state_dict(self) -> dict[str, Any]:
+        """The scaler's state and the skip counter, so that a resumed run continues both."""
+        return {**super().state_dict(), "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.skipped_steps = int(state_dict.get("skipped_steps", self.skipped_steps))
+
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         skipped_before = self.skipped_steps
         result = super().optimizer_step(optimizer, **kwargs)
