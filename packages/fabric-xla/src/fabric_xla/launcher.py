@@ -1,0 +1,135 @@
+"""Starting the replicas of an XLA job with ``torch_xla.launch``, and stopping all of them when one fails."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fabric_core.plugins.launcher import Launcher
+
+if TYPE_CHECKING:
+    from fabric_xla.strategies.data_parallel import XLAStrategy
+
+_POLL_SECONDS = 0.2
+
+
+class XLAReplicaError(RuntimeError):
+    """A replica of an XLA job raised; the message names its rank and carries its traceback."""
+
+
+class XLALauncher(Launcher):
+    """Runs ``function`` on every XLA device of the host through ``torch_xla.launch``.
+
+    One device runs in the calling process. Several devices run in worker processes (one per TPU
+    chip; on TPU v2/v3 and the CPU device one process drives its devices from threads). Rank 0's
+    return value comes back through a manager queue. When a replica raises, the launcher kills the
+    worker processes, so that peers blocked in a collective do not hang, and raises
+    ``XLAReplicaError`` naming the rank.
+    """
+
+    def __init__(self, strategy: XLAStrategy, start_method: str = "fork") -> None:
+        self._strategy = strategy
+        self._start_method = start_method
+
+    @property
+    def is_interactive_compatible(self) -> bool:
+        return self._start_method == "fork"
+
+    def launch(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from fabric_xla.xla_import import require_torch_xla
+
+        torch_xla = require_torch_xla()
+        if self._strategy.num_processes == 1:
+            holder: list[Any] = []
+            torch_xla.launch(_InProcess(function, args, kwargs, holder), debug_single_process=True)
+            return holder[0] if holder else None
+        return self._launch_workers(torch_xla, function, args, kwargs)
+
+    def _launch_workers(self, torch_xla: Any, function: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        import torch.multiprocessing as mp
+
+        context = mp.get_context(self._start_method)
+        with context.Manager() as manager:
+            events = manager.Queue()
+            outcome: dict[str, BaseException] = {}
+
+            def run() -> None:
+                try:
+                    torch_xla.launch(_Replica(function, args, kwargs, events), start_method=self._start_method)
+                except BaseException as err:  # reported below, after the failing rank's own message
+                    outcome["error"] = err
+
+            runner = threading.Thread(target=run, name="fabric-xla-launch", daemon=True)
+            runner.start()
+            result, failure = self._watch(events, runner)
+            runner.join()
+        if failure is not None:
+            rank, text = failure
+            raise XLAReplicaError(f"XLA replica with global rank {rank} failed; all replicas were stopped.\n{text}")
+        if "error" in outcome:
+            err = outcome["error"]
+            raise XLAReplicaError(f"The XLA worker processes ended abnormally: {type(err).__name__}: {err}") from err
+        return result
+
+    def _watch(self, events: Any, runner: threading.Thread) -> tuple[Any, tuple[int, str] | None]:
+        """Collect worker events until the workers end; on a failure kill them all at once."""
+        pids: set[int] = set()
+        result: Any = None
+        while True:
+            try:
+                kind, rank, payload = events.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if not runner.is_alive():
+                    break
+                continue
+            if kind == "started":
+                pids.add(payload)
+            elif kind == "result":
+                result = payload
+            elif kind == "failed":
+                _kill(pids)
+                return result, (rank, payload)
+        return result, None
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids - {os.getpid()}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class _InProcess:
+    """Runs ``function`` in this process and keeps its return value."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple, kwargs: dict, holder: list[Any]) -> None:
+        self.function, self.args, self.kwargs, self.holder = function, args, kwargs, holder
+
+    def __call__(self, index: int) -> None:
+        self.holder.append(self.function(*self.args, **self.kwargs))
+
+
+class _Replica:
+    """What each replica runs: report its process, run ``function``, report the result or the failure."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple, kwargs: dict, events: Any) -> None:
+        self.function, self.args, self.kwargs, self.events = function, args, kwargs, events
+
+    def __call__(self, index: int) -> None:
+        import torch_xla.runtime as xr
+
+        rank = xr.global_ordinal()
+        self.events.put(("started", rank, os.getpid()))
+        try:
+            result = self.function(*self.args, **self.kwargs)
+        except BaseException:
+            self.events.put(("failed", rank, traceback.format_exc()))
+            raise
+        if rank == 0:
+            self.events.put(("result", rank, result))
