@@ -26,8 +26,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import check_pins  # noqa: E402
-from workspace import REPO_ROOT, Distribution, WorkspaceError, discover, pins  # noqa: E402
+import check_pins
+from workspace import REPO_ROOT, Distribution, WorkspaceError, discover, pins
 
 _VERSION_LINE = re.compile(r"""^(__version__\s*(?::\s*str\s*)?=\s*)(["'])([^"']*)\2""", re.MULTILINE)
 
@@ -66,7 +66,8 @@ def resolve_package(name: str, dists: dict[str, Distribution]) -> Distribution:
     for candidate in (canonicalize_name(name), canonicalize_name(f"fabric-{name}")):
         if candidate in dists:
             return dists[candidate]
-    raise SystemExit(f"error: unknown package {name!r}; choose one of: {', '.join(sorted(dists))}")
+    print(f"error: unknown package {name!r}; choose one of: {', '.join(sorted(dists))}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def plan_changes(

@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workspace import CORE, REPO_ROOT, Distribution, WorkspaceError, discover, pins, read_assignment  # noqa: E402
+from workspace import CORE, REPO_ROOT, Distribution, WorkspaceError, discover, pins, read_assignment
 
 API_GROUP = "fabric_core.plugin_api"
 CORE_API_FILE = Path("src/fabric_core/plugins/api_version.py")
@@ -69,12 +69,16 @@ def check_extras(dists: dict[str, Distribution], root: Path) -> list[str]:
     else:
         missing = [name for name in backends if name not in listed]
         if missing:
-            problems.append(f"{where} [optional-dependencies.all]: does not list {', '.join(missing)} (every backend belongs in 'all')")
+            problems.append(
+                f"{where} [optional-dependencies.all]: does not list {', '.join(missing)} (every backend belongs in 'all')"
+            )
     for name in backends:
         extra = name.removeprefix("fabric-")
         named = {_requirement_name(t) for t in core.extras.get(extra, [])}
         if name not in named:
-            problems.append(f"{where}: has no extra {extra!r} that installs {name} (pip install \"fabric-core[{extra}]\")")
+            problems.append(
+                f'{where}: has no extra {extra!r} that installs {name} (pip install "fabric-core[{extra}]")'
+            )
     return problems
 
 
@@ -91,7 +95,9 @@ def check_backends_depend_on_core(dists: dict[str, Distribution], root: Path) ->
         if name == CORE:
             continue
         if CORE not in {_requirement_name(t) for t in dist.dependencies}:
-            problems.append(f"{_relative(dist.pyproject, root)} [dependencies]: {name} does not depend on {CORE} (add \"{CORE}>=X,<Y\")")
+            problems.append(
+                f'{_relative(dist.pyproject, root)} [dependencies]: {name} does not depend on {CORE} (add "{CORE}>=X,<Y")'
+            )
     return problems
 
 
@@ -125,7 +131,7 @@ def check_plugin_api(dists: dict[str, Distribution], root: Path) -> list[str]:
         where = _relative(dist.pyproject, root)
         if registers and not declared:
             problems.append(
-                f"{where}: registers plugins but no [project.entry-points.\"{API_GROUP}\"] entry; core refuses such a backend"
+                f'{where}: registers plugins but no [project.entry-points."{API_GROUP}"] entry; core refuses such a backend'
             )
         if core_api is None:
             continue

@@ -179,6 +179,7 @@ def load_sessions(root: Path, use_nox: bool = True) -> list[Session]:
 # ------------------------------------------------------------------- the changed files
 def changed_files(root: Path, base: str | None) -> list[str]:
     """Files changed since ``base``'s merge base (or HEAD), committed or not, untracked included."""
+
     def git(*args: str) -> list[str]:
         result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
         return [line for line in result.stdout.splitlines() if line]
@@ -218,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", help="changed files (default: what git reports against --base, or HEAD)")
     parser.add_argument("--base", help="git ref to compare with (its merge base with HEAD), e.g. origin/main")
-    parser.add_argument("--all", action="store_true", help="also list sessions nox does not run by default (hardware legs, bench)")
-    parser.add_argument("--json", action="store_true", help="print sessions, optional sessions, reasons and uncovered files as JSON")
+    parser.add_argument(
+        "--all", action="store_true", help="also list sessions nox does not run by default (hardware legs, bench)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print sessions, optional sessions, reasons and uncovered files as JSON"
+    )
     parser.add_argument("--no-nox", action="store_true", help="do not call nox; read everything from noxfile.py")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="repository root (default: this checkout)")
     args = parser.parse_args(argv)
@@ -233,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     optional = [name for name in needed if name not in defaults]
 
     if args.json:
-        print(json.dumps({"sessions": chosen, "optional": optional, "reasons": needed, "uncovered": uncovered, "files": files}, indent=2))
+        print(
+            json.dumps(
+                {"sessions": chosen, "optional": optional, "reasons": needed, "uncovered": uncovered, "files": files},
+                indent=2,
+            )
+        )
         return 0
     for name in chosen + (optional if args.all else []):
         print(name)

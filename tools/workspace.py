@@ -8,10 +8,10 @@ is installed.
 from __future__ import annotations
 
 import ast
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -67,7 +67,9 @@ def read_assignment(path: Path, name: str) -> str | None:
     except (OSError, SyntaxError) as err:
         raise WorkspaceError(f"{path}: cannot read it ({err})") from None
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         for target in targets:
             if isinstance(target, ast.Name) and target.id == name:
                 value = getattr(node, "value", None)
@@ -102,7 +104,7 @@ def load_distribution(folder: Path) -> Distribution:
     else:
         found = read_assignment(about, "__version__") if about.exists() else None
         if found is None:
-            raise WorkspaceError(f"{pyproject}: version is dynamic but {about} has no __version__ = \"...\"")
+            raise WorkspaceError(f'{pyproject}: version is dynamic but {about} has no __version__ = "..."')
         version = found
     return Distribution(
         name=canonicalize_name(project["name"]),
