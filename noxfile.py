@@ -100,6 +100,13 @@ def integration(session: nox.Session) -> None:
     _pytest(session, "integration_tests", markers="not cuda and not tpu")
 
 
+@nox.session(default=False)
+def example(session: nox.Session) -> None:
+    """Train the digits classifier (examples/digits.py); pass options after --, e.g. -- --devices 2."""
+    _install(session, "fabric-loggers", extra=("scikit-learn",))
+    session.run("python", "examples/digits.py", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over the whole repository."""

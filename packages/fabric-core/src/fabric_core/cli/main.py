@@ -106,6 +106,20 @@ def launch_elastic(
     return 0
 
 
+@cli.command("consolidate")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="The file to write. Default: FOLDER.consolidated.pt")
+def consolidate_command(folder: str, output: str | None) -> None:
+    """Turn a sharded checkpoint FOLDER (FSDP, strategy state_dict_type='sharded') into one file.
+
+    The file loads with fabric.load / torch.load in a single process, on any number of devices.
+    """
+    from fabric_core.checkpoint.consolidate import consolidate
+
+    target = consolidate(folder, output)
+    click.echo(f"wrote {target}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

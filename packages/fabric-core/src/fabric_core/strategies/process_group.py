@@ -41,6 +41,23 @@ def _destroy_at_exit() -> None:
     atexit.register(destroy)
 
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sends each rank the summed gradient of its own slice."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, tensor, group=group)
+        return torch.stack(gathered)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad[dist.get_rank(ctx.group)], None
+
+
 class ProcessGroupStrategy(Strategy):
     """One process per device, joined in a ``torch.distributed`` process group.
 
@@ -191,9 +208,7 @@ class ProcessGroupStrategy(Strategy):
             return tensor.unsqueeze(0)
         tensor = tensor.contiguous()
         if sync_grads:
-            from torch.distributed.nn.functional import all_gather as differentiable_all_gather
-
-            return torch.stack(differentiable_all_gather(tensor, group=group or dist.group.WORLD))
+            return _AllGatherWithGrad.apply(tensor, group)
         gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
         dist.all_gather(gathered, tensor, group=group)
         return torch.stack(gathered)

@@ -1,0 +1,44 @@
+"""Fixtures for fabric-core tests: a clean environment and helpers to run scripts in real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Variables that would make a test think it runs under a scheduler or under `fabric run`.
+_CLUSTER_VARS = (
+    "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
+    "LSB_JOBID", "JSM_NAMESPACE_SIZE", "FABRIC_LAUNCHED", "FABRIC_GLOBAL_SEED", "FABRIC_SEED_WORKERS",
+    "FABRIC_CLI_ACCELERATOR", "FABRIC_CLI_STRATEGY", "FABRIC_CLI_DEVICES", "FABRIC_CLI_NUM_NODES", "FABRIC_CLI_PRECISION",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _CLUSTER_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None, command: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Write ``source`` to a script in ``tmp_path`` and run it in a fresh interpreter."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    full_env = {k: v for k, v in os.environ.items() if k not in _CLUSTER_VARS}
+    full_env.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    full_env.update(env or {})
+    cmd = (command or [sys.executable]) + [str(script), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=full_env)
+
+
+@pytest.fixture
+def script_runner(tmp_path: Path):
+    def run(source: str, *args: str, **kwargs):
+        return run_script(tmp_path, source, *args, **kwargs)
+
+    return run
