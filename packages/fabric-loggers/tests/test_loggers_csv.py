@@ -178,6 +178,13 @@ def test_hparams_yaml_keeps_nesting_and_merges_calls(tmp_path):
     logger.finalize("success")
 
 
+def test_hparams_with_metrics_like_tensorboard(tmp_path):
+    logger = CSVLogger(tmp_path)
+    logger.log_hyperparams({"lr": 0.1}, metrics={"best": 0.5})
+    logger.finalize("success")
+    assert read_csv(_metrics_path(logger))[1] == [{"step": "0", "best": "0.5"}]
+
+
 def test_hparams_reject_other_types(tmp_path):
     with pytest.raises(TypeError, match=r"dict .* argparse.Namespace or a dataclass"):
         CSVLogger(tmp_path).log_hyperparams("lr=0.1")

@@ -60,10 +60,11 @@ class CSVLogger(RunLogger):
     def _create_sink(self, log_dir: str) -> _CSVSink:
         return _CSVSink(log_dir)
 
-    def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
-        """Merge ``params`` (dict, nested dicts, argparse.Namespace, dataclass) into ``hparams.yaml`` at once."""
-        if args or kwargs:
-            raise TypeError("CSVLogger.log_hyperparams takes only the hyperparameters (a dict or argparse.Namespace).")
+    def log_hyperparams(self, params: Mapping[str, Any] | Any, metrics: Mapping[str, Any] | None = None) -> None:
+        """Merge ``params`` (dict, nested dicts, argparse.Namespace, dataclass) into ``hparams.yaml`` at once.
+
+        ``metrics`` (name -> number), as ``TensorBoardLogger`` takes them, become a row at step 0.
+        """
         update = {key: yaml_value(value) for key, value in params_to_dict(params).items()}
         if not self.is_writer:
             return
@@ -71,3 +72,5 @@ class CSVLogger(RunLogger):
         log_dir = self.log_dir
         os.makedirs(log_dir, exist_ok=True)
         write_hparams_yaml(os.path.join(log_dir, HPARAMS_FILE), self._hparams)
+        if metrics:
+            self.log_metrics(metrics, step=0)
