@@ -147,3 +147,13 @@ def test_import_is_cheap():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_declares_a_plugin_api_version_core_accepts():
+    from importlib import metadata
+
+    from fabric_core import registry
+
+    entries = {ep.name: ep for ep in metadata.entry_points(group=registry.API_GROUP)}
+    assert entries["fabric_loggers"].load() == "1.0"
+    registry.check_api_version("fabric-loggers")  # raises PluginVersionError when core cannot serve it
