@@ -11,7 +11,10 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib  # type: ignore[no-redef]
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
