@@ -121,9 +121,10 @@ def _choose_accelerator(accelerator: Any) -> Accelerator:
         )
     cls = registry.load("accelerator", accelerator)
     if not cls.is_available():
+        reason = cls.unavailable_reason()
         raise MisconfigurationError(
-            f"accelerator={accelerator!r} was requested, but no {accelerator} device is available on this machine. "
-            "Use accelerator='auto' to pick what is available, or accelerator='cpu'."
+            f"accelerator={accelerator!r} was requested, but no {accelerator} device is available on this machine"
+            f"{f' ({reason})' if reason else ''}. Use accelerator='auto' to pick what is available, or accelerator='cpu'."
         )
     return cls()
 

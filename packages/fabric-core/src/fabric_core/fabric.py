@@ -414,6 +414,16 @@ class Fabric:
         if not restore_object(self._strategy, obj, data, strict=strict):
             raise TypeError(f"load_raw loads into a module or an optimizer, got {type(obj).__name__}.")
 
+    def exact_resume(self, *dataloaders: _FabricDataLoader) -> Any:
+        """A checkpoint entry for bit-exact resumption: RNG states of every rank and the loaders' positions.
+
+        ``state = {"model": model, "optimizer": optimizer, "resume": fabric.exact_resume(train_loader)}``;
+        save and load ``state`` as usual.
+        """
+        from fabric_core.utilities.exact_resume import ExactResume
+
+        return ExactResume(self._strategy, dataloaders)
+
     # --------------------------------------------------------------------- misc
     def print(self, *args: Any, **kwargs: Any) -> None:
         """Print only on global rank 0."""

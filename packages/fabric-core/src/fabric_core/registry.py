@@ -35,7 +35,6 @@ _EXTRA_PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("strategy", "deepspeed", "deepspeed"),
     ("strategy", "xla", "xla"),
     ("strategy", "single_xla", "xla"),
-    ("precision", "transformer-engine", "cuda"),
 )
 
 

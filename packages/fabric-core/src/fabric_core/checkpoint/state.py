@@ -11,6 +11,9 @@ from torch.optim import Optimizer
 
 from fabric_core.checkpoint.errors import CheckpointError
 
+#: Where the precision plugin's state (a gradient scaler) is kept when the user did not save it.
+PRECISION_KEY = "__fabric_precision__"
+
 if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
 
@@ -60,6 +63,9 @@ def convert_state_for_saving(
             keep = filter[key]
             value = {k: v for k, v in value.items() if keep(k, v)}
         converted[key] = value
+    precision_state = strategy.precision.state_dict()
+    if precision_state and not any(obj is strategy.precision for obj in state.values()):
+        converted[PRECISION_KEY] = precision_state
     return converted
 
 
@@ -84,6 +90,9 @@ def restore_state(
     strategy: Strategy, checkpoint: dict[str, Any], state: dict[str, Any] | None, strict: bool, path: str | Path
 ) -> dict[str, Any]:
     """Load ``checkpoint`` into ``state`` in place; returns the checkpoint entries ``state`` did not ask for."""
+    precision_state = checkpoint.pop(PRECISION_KEY, None)
+    if precision_state is not None:
+        strategy.precision.load_state_dict(precision_state)
     if state is None:
         return checkpoint
     if not isinstance(state, dict):

@@ -33,6 +33,11 @@ class Accelerator(ABC):
     def is_available() -> bool:
         """Whether this machine has at least one usable device of this kind."""
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why ``is_available()`` is False (shown to the user), or ``None`` when there is nothing to add."""
+        return None
+
     @staticmethod
     @abstractmethod
     def auto_device_count() -> int:

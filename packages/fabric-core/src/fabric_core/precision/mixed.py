@@ -49,7 +49,7 @@ class MixedPrecision(Precision):
         return result
 
     def unscale_gradients(self, optimizer: Optimizer) -> None:
-        if self.scaler is None:
+        if self.scaler is None or not self.scaler.is_enabled():
             return
         from torch.amp.grad_scaler import OptState
 

@@ -18,7 +18,10 @@ class _FabricDataLoader:
     """
 
     def __init__(self, dataloader: DataLoader, device: torch.device | None = None, strategy: Any = None) -> None:
-        self.__dict__.update({"_dataloader": dataloader, "_device": device, "_strategy": strategy, "_num_iter_calls": 0})
+        self.__dict__.update({
+            "_dataloader": dataloader, "_device": device, "_strategy": strategy, "_num_iter_calls": 0,
+            "_batches_yielded": 0, "_epoch_start_rng": None, "_resume": None,
+        })
 
     @property
     def dataloader(self) -> DataLoader:
@@ -42,16 +45,39 @@ class _FabricDataLoader:
             if callable(set_epoch):
                 set_epoch(self._num_iter_calls)
 
+    def position(self) -> dict[str, Any]:
+        """Where iteration stands: the epoch being iterated, batches consumed, the RNG state it began with."""
+        epoch = max(self._num_iter_calls - 1, 0)
+        return {"epoch": epoch, "batches": self._batches_yielded, "rng": self._epoch_start_rng}
+
+    def resume_from(self, position: dict[str, Any]) -> None:
+        """Make the next iteration continue the epoch described by ``position`` (from ``position()``)."""
+        self.__dict__["_resume"] = position
+
     def __iter__(self) -> Iterator[Any]:
+        resume, skip = self._resume, 0
+        if resume is not None:
+            self.__dict__.update({"_resume": None, "_num_iter_calls": resume["epoch"]})
+            skip = resume["batches"]
         self._set_epoch()
         self.__dict__["_num_iter_calls"] += 1
-        if self._device is None:
-            yield from self._dataloader
-            return
-        move = self._strategy.batch_to_device
-        device = self._device
-        for batch in self._dataloader:
-            yield move(batch, device)
+        self.__dict__["_batches_yielded"] = 0
+        current_rng = None
+        if resume is not None and resume["rng"] is not None:
+            current_rng = torch.get_rng_state()
+            torch.set_rng_state(resume["rng"])  # the loader draws its shuffle seed as it did then
+        self.__dict__["_epoch_start_rng"] = torch.get_rng_state()
+        iterator = iter(self._dataloader)
+        for _ in range(skip):
+            next(iterator, None)
+        if current_rng is not None:
+            torch.set_rng_state(current_rng)
+        self.__dict__["_batches_yielded"] = skip
+        device, move = self._device, self._strategy.batch_to_device if self._device is not None else None
+        state = self.__dict__
+        for batch in iterator:
+            state["_batches_yielded"] += 1
+            yield batch if move is None else move(batch, device)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_dataloader"], name)
