@@ -76,7 +76,14 @@ def blocks() -> list[Block]:
             indent = len(lines[start]) - len(lines[start].lstrip())
             code = "\n".join(line[indent:] for line in body) + "\n"
             found.append(
-                Block(page, start + 1, language, code, marker.group(1) if marker else None, marker.group(2) if marker else None)
+                Block(
+                    page,
+                    start + 1,
+                    language,
+                    code,
+                    marker.group(1) if marker else None,
+                    marker.group(2) if marker else None,
+                )
             )
     return found
 
@@ -125,11 +132,14 @@ def _is_full_script(code: str) -> bool:
     except SyntaxError:
         return False
     imports_core = any(
-        isinstance(n, ast.ImportFrom) and (n.module or "").startswith("fabric_core")
-        or isinstance(n, ast.Import) and any(a.name.startswith("fabric_core") for a in n.names)
+        (isinstance(n, ast.ImportFrom) and (n.module or "").startswith("fabric_core"))
+        or (isinstance(n, ast.Import) and any(a.name.startswith("fabric_core") for a in n.names))
         for n in tree.body
     )
-    creates = any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == "Fabric" for n in ast.walk(tree))
+    creates = any(
+        isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == "Fabric"
+        for n in ast.walk(tree)
+    )
     return imports_core and creates
 
 
