@@ -99,13 +99,15 @@ def _release(version: str) -> tuple[int, ...] | None:
         return None
 
 
-def installation_problem(torch_version: str | None = None) -> str | None:
-    """Why torch_xla cannot load here (missing, or built for another torch), or ``None`` when it looks fine."""
-    if torch_version is None:
-        import torch
+def installation_problem() -> str | None:
+    """Why torch_xla cannot load beside the installed torch, or ``None`` when the pair looks right."""
+    import torch
 
-        torch_version = torch.__version__
-    xla_version = torch_xla_version()
+    return describe_installation(torch.__version__, torch_xla_version())
+
+
+def describe_installation(torch_version: str, xla_version: str | None) -> str | None:
+    """The problem with this torch / torch_xla pair (missing, or built for another torch), or ``None``."""
     if xla_version is None:
         return (
             f"PyTorch/XLA (the torch_xla package) is not installed, so Fabric cannot use an XLA device (TPU). "
@@ -113,10 +115,12 @@ def installation_problem(torch_version: str | None = None) -> str | None:
             f"{torch_version}). Install the pair fabric-xla is tested with: {INSTALL_COMMAND} "
             f"(on a TPU VM: {TPU_INSTALL_COMMAND}, or pip install 'fabric-xla[tpu]')."
         )
-    if _release(xla_version) is None or _release(xla_version) != _release(torch_version):
+    xla_release = _release(xla_version)
+    if xla_release is None or xla_release != _release(torch_version):
+        wanted = ".".join(str(n) for n in xla_release) + ".*" if xla_release else "of the same version"
         return (
-            f"torch_xla {xla_version} needs torch {xla_version.split('+')[0]}, but torch {torch_version} is installed "
-            f"(loading it would fail with an undefined symbol in torch_xla._XLAC). Install a matching pair, "
-            f"for example: {INSTALL_COMMAND}"
+            f"torch_xla {xla_version} needs torch {wanted}, but torch {torch_version} is installed (loading it "
+            f"would fail with an undefined symbol in torch_xla._XLAC). Install a matching pair, for example: "
+            f"{INSTALL_COMMAND}"
         )
     return None

@@ -43,7 +43,12 @@ class XLAStrategyBase(Strategy):
         return {"_moved": {}}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, **self._fresh_runtime_state()}
+        transient = self._fresh_runtime_state()
+        return {k: v for k, v in self.__dict__.items() if k not in transient}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.update(self._fresh_runtime_state())
 
     def module_to_device(self, module: Module) -> None:
         """Move ``module`` and remember which new parameter replaced which.

@@ -11,6 +11,7 @@ from fabric_core.checkpoint.errors import CheckpointError
 from fabric_core.errors import MisconfigurationError
 from torch import Tensor
 
+from fabric_xla import probe
 from fabric_xla.strategies.data_parallel import XLAStrategy
 
 if TYPE_CHECKING:
@@ -61,6 +62,16 @@ class XLAFSDPStrategy(XLAStrategy):
 
     def _fresh_runtime_state(self) -> dict[str, Any]:
         return {**super()._fresh_runtime_state(), "_wrappers": weakref.WeakKeyDictionary()}
+
+    def _validate_devices(self) -> None:
+        super()._validate_devices()
+        available = probe.local_device_count()
+        if probe.pjrt_device() == "CPU" and available > 1 and self.num_processes == 1:
+            raise MisconfigurationError(
+                f"strategy {self.name!r} with one replica on PyTorch/XLA's CPU device needs CPU_NUM_DEVICES=1 (it is "
+                f"{available}): XLA compiles FSDP's reduce-scatter for every device of the host and rejects it. Set "
+                "CPU_NUM_DEVICES=1, or shard over several CPU devices with strategy='xla_spmd_fsdp'."
+            )
 
     # ------------------------------------------------------------------- set-up
     def setup_module_and_optimizers(

@@ -44,6 +44,8 @@ class XLASPMDStrategy(XLAStrategyBase):
                 f"mode={mode!r} is not valid for strategy {self.name!r}; choose one of {', '.join(MODES)}."
             )
         self.mode = mode
+        if mode == "fully_sharded":
+            self.name = "xla_spmd_fsdp"  # type: ignore[misc]  (the registry name this mode is known by)
         self.axis_name = axis_name or ("fsdp" if mode == "fully_sharded" else "data")
         self._mesh: Any = None
 

@@ -1,0 +1,58 @@
+"""xla_fsdp with one replica (CPU_NUM_DEVICES=1): train, save shards, restore, merge; refused set-ups."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from fabric_core import Fabric
+from fabric_core.errors import MisconfigurationError
+from fabric_xla import consolidate_checkpoint, sharded_parameters
+from xla_helpers import cpu_state, emit, make_data, make_model, train_fabric
+
+
+def train_save_load(fabric: Fabric, folder: str, merged_file: str) -> dict:
+    losses, model, optimizer, _ = train_fabric(fabric, parameters=sharded_parameters)
+    x, _ = make_data()
+    before = model(x.to(fabric.device)).cpu()
+    fabric.save(folder, {"model": model, "optimizer": optimizer, "epoch": 3})
+    with torch.no_grad():
+        for p in sharded_parameters(model):
+            p.zero_()
+    remainder = fabric.load(folder, {"model": model, "optimizer": optimizer})
+    after = model(x.to(fabric.device)).cpu()
+    merged = consolidate_checkpoint(folder, merged_file)
+    return {
+        "losses": losses,
+        "before": before.tolist(),
+        "after": after.tolist(),
+        "remainder": remainder,
+        "merged_keys": sorted(merged),
+    }
+
+
+def refused(fabric: Fabric) -> dict:
+    messages = {}
+    model = make_model()
+    try:
+        fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    except MisconfigurationError as err:
+        messages["joint"] = str(err)
+    params = list(model.parameters())
+    fabric.setup_module(model)
+    try:
+        fabric.setup_optimizers(torch.optim.SGD(params, lr=0.1))
+    except MisconfigurationError as err:
+        messages["stale"] = str(err)
+    return messages
+
+
+if __name__ == "__main__":
+    folder, merged_file = sys.argv[1], sys.argv[2]
+    result = Fabric(accelerator="tpu", strategy="xla_fsdp", devices=1).launch(train_save_load, folder, merged_file)
+    result["refused"] = Fabric(accelerator="tpu", strategy="xla_fsdp", devices=1).launch(refused)
+    plain = make_model()
+    plain.load_state_dict(torch.load(merged_file, weights_only=True)["model"])
+    result["plain"] = plain(make_data()[0]).tolist()
+    result["plain_state_keys"] = sorted(cpu_state(plain))
+    emit(result)
