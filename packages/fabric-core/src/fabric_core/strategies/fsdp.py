@@ -18,6 +18,16 @@ from fabric_core.strategies.process_group import ProcessGroupStrategy
 _STATE_DICT_TYPES = ("sharded", "full")
 
 
+class _ClassPolicy:
+    """Picks submodules by class; a plain object so the strategy pickles for spawned processes."""
+
+    def __init__(self, classes: tuple[type[Module], ...]) -> None:
+        self.classes = classes
+
+    def __call__(self, module: Module) -> bool:
+        return isinstance(module, self.classes)
+
+
 def _policy(policy: Any) -> Callable[[Module], bool] | None:
     """Turn ``{Block, Layer}`` or a predicate into a predicate saying which submodules to shard on their own."""
     if policy is None or callable(policy) and not isinstance(policy, type):
@@ -25,7 +35,7 @@ def _policy(policy: Any) -> Callable[[Module], bool] | None:
     classes = tuple(policy) if isinstance(policy, Iterable) else (policy,)
     if not all(isinstance(c, type) and issubclass(c, Module) for c in classes):
         raise MisconfigurationError(f"auto_wrap_policy takes module classes or a function(module) -> bool, got {policy!r}.")
-    return lambda module: isinstance(module, classes)
+    return _ClassPolicy(classes)
 
 
 class FSDPStrategy(ProcessGroupStrategy):

@@ -31,11 +31,18 @@ def resolve_timeout(timeout: Any) -> timedelta:
 
 
 def _destroy_at_exit() -> None:
-    """Leave the process group before interpreter shutdown: tearing it down during finalisation aborts gloo."""
+    """Leave the process group before interpreter shutdown.
+
+    Gloo's worker threads release the tensors of finished collectives (DDP's last buckets) a moment
+    after the work completes; doing that once the interpreter is finalising aborts the process
+    ("terminate called without an active exception"). Yielding the GIL briefly lets them finish.
+    """
     import atexit
+    import time
 
     def destroy() -> None:
         if dist.is_initialized():
+            time.sleep(0.1)
             dist.destroy_process_group()
 
     atexit.register(destroy)
