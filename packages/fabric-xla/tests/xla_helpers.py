@@ -36,7 +36,8 @@ def torch_xla_problem() -> str | None:
 
 def requires_xla() -> pytest.MarkDecorator:
     problem = torch_xla_problem()
-    return pytest.mark.skipif(problem is not None, reason=f"needs a working torch_xla ({problem})")
+    reason = f"needs a working torch_xla: {problem.split('. ')[0]}" if problem else ""
+    return pytest.mark.skipif(problem is not None, reason=reason)
 
 
 def make_model(seed: int = 0) -> torch.nn.Module:
