@@ -6,6 +6,7 @@ those runs are in test_tpu.py; launching several replicas without collectives is
 
 from __future__ import annotations
 
+import pytest
 import torch
 from fabric_core import Fabric
 from xla_helpers import assert_close_states, cpu_state, requires_xla, train_fabric, train_reference
@@ -43,13 +44,17 @@ def test_one_replica_trains_like_plain_torch_and_returns_rank_zero_result():
     assert result["object"] == {"lr": 0.05} and result["tensor"] == [0.0, 1.0, 2.0]
 
 
-def test_launch_without_a_function_is_refused():
-    from fabric_core.errors import MisconfigurationError
-
+def test_one_replica_can_continue_in_the_calling_process():
     fabric = Fabric(accelerator="tpu", strategy="xla", devices=1)
-    try:
+    fabric.launch()
+    losses, _, _, _ = train_fabric(fabric, epochs=1)
+    assert fabric.world_size == 1 and losses[-1] < losses[0]
+
+
+def test_several_replicas_need_a_function_to_run():
+    from fabric_core.errors import MisconfigurationError
+    from fabric_xla import XLAStrategy
+
+    fabric = Fabric(accelerator="tpu", strategy=XLAStrategy(allow_cpu_multiprocess=True), devices=2)
+    with pytest.raises(MisconfigurationError, match=r"fabric\.launch\(train\)"):
         fabric.launch()
-    except MisconfigurationError as err:
-        assert "fabric.launch(train)" in str(err)
-    else:
-        raise AssertionError("fabric.launch() without a function must be refused for strategy 'xla'")

@@ -40,6 +40,11 @@ class XLALauncher(Launcher):
     def is_interactive_compatible(self) -> bool:
         return self._start_method == "fork"
 
+    @property
+    def continues_in_caller(self) -> bool:
+        """With one device the replica is the calling process, so ``fabric.launch()`` needs no function."""
+        return self._strategy.num_processes == 1
+
     def launch(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from fabric_xla.xla_import import require_torch_xla
 
