@@ -1,8 +1,8 @@
 """Train a small image classifier on scikit-learn's bundled 8x8 digits (no download) with Fabric.
 
-    python examples/digits.py                          # one process
-    fabric run examples/digits.py --devices 2          # two processes (DDP over gloo on CPU)
-    torchrun --nproc-per-node 2 examples/digits.py     # the same script under torchrun
+python examples/digits.py                          # one process
+fabric run examples/digits.py --devices 2          # two processes (DDP over gloo on CPU)
+torchrun --nproc-per-node 2 examples/digits.py     # the same script under torchrun
 """
 
 from __future__ import annotations
@@ -10,25 +10,33 @@ from __future__ import annotations
 import argparse
 
 import torch
+from fabric_core import Fabric
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fabric_core import Fabric
-
 
 def make_data(seed: int) -> tuple[TensorDataset, TensorDataset]:
     images, labels = load_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(images / 16.0, labels, test_size=0.25, random_state=seed, stratify=labels)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images / 16.0, labels, test_size=0.25, random_state=seed, stratify=labels
+    )
     as_set = lambda x, y: TensorDataset(torch.tensor(x, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y))  # noqa: E731
     return as_set(x_train, y_train), as_set(x_test, y_test)
 
 
 def make_model() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
     )
 
 
@@ -53,7 +61,13 @@ def main() -> float:
 
         loggers.append((TensorBoardLogger if args.logger == "tensorboard" else CSVLogger)(args.log_dir, name="digits"))
 
-    fabric = Fabric(accelerator=args.accelerator, strategy=args.strategy, devices=args.devices, precision=args.precision, loggers=loggers)
+    fabric = Fabric(
+        accelerator=args.accelerator,
+        strategy=args.strategy,
+        devices=args.devices,
+        precision=args.precision,
+        loggers=loggers,
+    )
     fabric.launch()
     fabric.seed_everything(args.seed)
 

@@ -12,10 +12,30 @@ import pytest
 
 # Variables that would make a test think it runs under a scheduler or under `fabric run`.
 _CLUSTER_VARS = (
-    "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT",
-    "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
-    "LSB_JOBID", "JSM_NAMESPACE_SIZE", "FABRIC_LAUNCHED", "FABRIC_GLOBAL_SEED", "FABRIC_SEED_WORKERS",
-    "FABRIC_CLI_ACCELERATOR", "FABRIC_CLI_STRATEGY", "FABRIC_CLI_DEVICES", "FABRIC_CLI_NUM_NODES", "FABRIC_CLI_PRECISION",
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_JOB_NAME",
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+    "LSB_JOBID",
+    "JSM_NAMESPACE_SIZE",
+    "FABRIC_LAUNCHED",
+    "FABRIC_GLOBAL_SEED",
+    "FABRIC_SEED_WORKERS",
+    "FABRIC_CLI_ACCELERATOR",
+    "FABRIC_CLI_STRATEGY",
+    "FABRIC_CLI_DEVICES",
+    "FABRIC_CLI_NUM_NODES",
+    "FABRIC_CLI_PRECISION",
 )
 
 
@@ -25,7 +45,14 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None, command: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_script(
+    tmp_path: Path,
+    source: str,
+    *args: str,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Write ``source`` to a script in ``tmp_path`` and run it in a fresh interpreter."""
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(source))

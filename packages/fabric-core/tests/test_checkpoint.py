@@ -7,11 +7,10 @@ import pickle
 
 import pytest
 import torch
-from torch import nn
-
 from fabric_core import Fabric
 from fabric_core.checkpoint.atomic import TMP_MARKER
 from fabric_core.checkpoint.errors import CheckpointError
+from torch import nn
 
 
 def _setup(fabric: Fabric, seed: int = 0):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from fabric_core import Fabric
 from fabric_core.connector import resolve_plan
 from fabric_core.environments.kubeflow import KubeflowEnvironment
@@ -49,8 +48,13 @@ def test_auto_strategy_is_ddp_for_several_devices():
 
 @pytest.mark.parametrize(
     ("name", "start_method", "find_unused"),
-    [("ddp", "popen", False), ("ddp_spawn", "spawn", False), ("ddp_fork", "fork", False), ("ddp_notebook", "fork", False),
-     ("ddp_find_unused_parameters_true", "popen", True)],
+    [
+        ("ddp", "popen", False),
+        ("ddp_spawn", "spawn", False),
+        ("ddp_fork", "fork", False),
+        ("ddp_notebook", "fork", False),
+        ("ddp_find_unused_parameters_true", "popen", True),
+    ],
 )
 def test_ddp_variants(name, start_method, find_unused):
     plan = resolve_plan(accelerator="cpu", strategy=name, devices=2, env={})
@@ -70,9 +74,15 @@ def test_strategy_instance_is_used_and_wired():
 
 @pytest.mark.parametrize(
     ("argument", "value", "listing"),
-    [("accelerator", "quantum", "'cpu'"), ("strategy", "warp_drive", "'ddp'"), ("precision", "8-bit", "'bf16-mixed'"),
-     ("precision", [16], "'32-true'"), ("num_nodes", 0, "positive int"), ("num_nodes", "2", "positive int"),
-     ("plugins", ["not a plugin"], "Precision, ClusterEnvironment or CheckpointIO")],
+    [
+        ("accelerator", "quantum", "'cpu'"),
+        ("strategy", "warp_drive", "'ddp'"),
+        ("precision", "8-bit", "'bf16-mixed'"),
+        ("precision", [16], "'32-true'"),
+        ("num_nodes", 0, "positive int"),
+        ("num_nodes", "2", "positive int"),
+        ("plugins", ["not a plugin"], "Precision, ClusterEnvironment or CheckpointIO"),
+    ],
 )
 def test_every_invalid_argument_fails_at_construction_listing_valid_values(argument, value, listing):
     with pytest.raises(MisconfigurationError, match=listing):
@@ -86,8 +96,15 @@ def test_single_device_strategy_with_two_devices_is_refused():
 
 @pytest.mark.parametrize(
     ("alias", "canonical", "warns"),
-    [(32, "32-true", False), ("32", "32-true", False), (64, "64-true", False), ("64", "64-true", False),
-     (16, "16-mixed", True), ("bf16", "bf16-mixed", True), ("bf16-true", "bf16-true", False)],
+    [
+        (32, "32-true", False),
+        ("32", "32-true", False),
+        (64, "64-true", False),
+        ("64", "64-true", False),
+        (16, "16-mixed", True),
+        ("bf16", "bf16-mixed", True),
+        ("bf16-true", "bf16-true", False),
+    ],
 )
 def test_precision_aliases(alias, canonical, warns):
     from fabric_core.precision.names import normalise_precision
@@ -106,8 +123,12 @@ def test_sixteen_mixed_on_cpu_is_refused_with_the_alternative():
 
 @pytest.mark.parametrize(
     ("name", "cls", "dtype"),
-    [("bf16-mixed", MixedPrecision, torch.bfloat16), ("bf16-true", TrueDtypePrecision, torch.bfloat16),
-     ("16-true", TrueDtypePrecision, torch.float16), ("64-true", TrueDtypePrecision, torch.float64)],
+    [
+        ("bf16-mixed", MixedPrecision, torch.bfloat16),
+        ("bf16-true", TrueDtypePrecision, torch.bfloat16),
+        ("16-true", TrueDtypePrecision, torch.float16),
+        ("64-true", TrueDtypePrecision, torch.float64),
+    ],
 )
 def test_precision_plugins(name, cls, dtype):
     plan = resolve_plan(accelerator="cpu", precision=name, env={})
@@ -135,7 +156,9 @@ def test_cli_options_fill_what_the_code_leaves_at_defaults():
 
 
 def test_cli_option_that_agrees_with_code_is_fine():
-    plan = resolve_plan(strategy="ddp_spawn", devices=2, env={"FABRIC_CLI_STRATEGY": "ddp_spawn", "FABRIC_CLI_DEVICES": "2"})
+    plan = resolve_plan(
+        strategy="ddp_spawn", devices=2, env={"FABRIC_CLI_STRATEGY": "ddp_spawn", "FABRIC_CLI_DEVICES": "2"}
+    )
     assert plan.strategy.name == "ddp_spawn"
 
 
@@ -145,14 +168,43 @@ def test_code_conflicting_with_cli_raises_a_clear_error():
 
 
 # ------------------------------------------------------- cluster detection
-TORCHRUN = {"TORCHELASTIC_RUN_ID": "x", "RANK": "3", "GROUP_RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
-            "WORLD_SIZE": "4", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
-SLURM = {"SLURM_NTASKS": "4", "SLURM_PROCID": "2", "SLURM_LOCALID": "0", "SLURM_NODEID": "1", "SLURM_NNODES": "2",
-         "SLURM_NTASKS_PER_NODE": "2(x2)", "SLURM_JOB_NODELIST": "node[07-08]", "SLURM_JOB_ID": "123456", "SLURM_JOB_NAME": "train"}
-LSF = {"LSB_JOBID": "77", "JSM_NAMESPACE_SIZE": "4", "JSM_NAMESPACE_RANK": "1", "JSM_NAMESPACE_LOCAL_RANK": "1",
-       "JSM_NAMESPACE_LOCAL_SIZE": "2", "LSB_HOSTS": "batch1 hostA hostA hostB hostB"}
-OPENMPI = {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
-           "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "1234"}
+TORCHRUN = {
+    "TORCHELASTIC_RUN_ID": "x",
+    "RANK": "3",
+    "GROUP_RANK": "1",
+    "LOCAL_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "WORLD_SIZE": "4",
+    "MASTER_ADDR": "10.0.0.1",
+    "MASTER_PORT": "29500",
+}
+SLURM = {
+    "SLURM_NTASKS": "4",
+    "SLURM_PROCID": "2",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "1",
+    "SLURM_NNODES": "2",
+    "SLURM_NTASKS_PER_NODE": "2(x2)",
+    "SLURM_JOB_NODELIST": "node[07-08]",
+    "SLURM_JOB_ID": "123456",
+    "SLURM_JOB_NAME": "train",
+}
+LSF = {
+    "LSB_JOBID": "77",
+    "JSM_NAMESPACE_SIZE": "4",
+    "JSM_NAMESPACE_RANK": "1",
+    "JSM_NAMESPACE_LOCAL_RANK": "1",
+    "JSM_NAMESPACE_LOCAL_SIZE": "2",
+    "LSB_HOSTS": "batch1 hostA hostA hostB hostB",
+}
+OPENMPI = {
+    "OMPI_COMM_WORLD_SIZE": "4",
+    "OMPI_COMM_WORLD_RANK": "3",
+    "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+    "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+    "MASTER_ADDR": "10.0.0.5",
+    "MASTER_PORT": "1234",
+}
 MPICH = {"PMI_SIZE": "2", "PMI_RANK": "1", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"}
 
 

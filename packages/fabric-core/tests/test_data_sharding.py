@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, Sampler, SequentialSampler, TensorDataset
-
 from fabric_core.errors import MisconfigurationError
 from fabric_core.utilities.data import prepare_dataloader
 from fabric_core.utilities.samplers import DistributedSamplerWrapper
 from fabric_core.wrappers.dataloader import _FabricDataLoader
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    Sampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 
 class FakeRank:

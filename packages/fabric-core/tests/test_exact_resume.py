@@ -8,7 +8,7 @@ import pytest
 
 pytestmark = pytest.mark.multiprocess
 
-TRAIN = r'''
+TRAIN = r"""
 import json, random, sys
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ if __name__ == "__main__":
     mode, path, stop_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     fabric = Fabric(accelerator="cpu", strategy="ddp_spawn", devices=2)
     print("RESULT", json.dumps(fabric.launch(train, mode, path, stop_at)))
-'''
+"""
 
 
 def _result(proc):

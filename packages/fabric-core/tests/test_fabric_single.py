@@ -7,12 +7,11 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
 from fabric_core import Fabric, is_wrapped, seed_everything
 from fabric_core.plugins.logger import Logger
 from fabric_core.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class Net(nn.Module):
@@ -146,7 +145,6 @@ def test_dataloader_wrapper_keeps_batches_and_length():
 
 
 def test_dataloader_wrapper_moves_batches_through_the_strategy():
-    fabric = Fabric(accelerator="cpu")
     loader = DataLoader(TensorDataset(torch.ones(4, 2)), batch_size=2)
     moved = []
 
@@ -185,7 +183,9 @@ def test_bf16_mixed_autocasts_forward_and_returns_float32_outputs():
         assert (torch.randn(2, 2) @ torch.randn(2, 2)).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("bf16-true", torch.bfloat16), ("64-true", torch.float64), ("16-true", torch.float16)])
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16-true", torch.bfloat16), ("64-true", torch.float64), ("16-true", torch.float16)]
+)
 def test_true_precisions_store_weights_in_the_dtype(precision, dtype):
     fabric = Fabric(accelerator="cpu", precision=precision)
     fmodel = fabric.setup(Net())

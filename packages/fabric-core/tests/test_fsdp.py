@@ -11,7 +11,7 @@ import torch
 
 pytestmark = pytest.mark.multiprocess
 
-FSDP = r'''
+FSDP = r"""
 import json, sys
 import torch
 from torch import nn
@@ -90,7 +90,7 @@ if __name__ == "__main__":
         strategy = FSDPStrategy(auto_wrap_policy={Block}, start_method="spawn", state_dict_type="full")
     fabric = Fabric(accelerator="cpu", strategy=strategy, devices=devices)
     print("RESULT", json.dumps(fabric.launch(main, task, folder)))
-'''
+"""
 
 
 def _rank0(proc):
@@ -113,19 +113,36 @@ def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(sc
     folder = tmp_path / "ckpt"
     saved = _rank0(script_runner(FSDP, "fsdp", "save", str(folder), "2"))
     assert saved["meta_before_setup"] is True and saved["meta_after_setup"] is False
-    assert (folder / ".metadata").is_file() and (folder / "__0_0.distcp").is_file() and (folder / "__1_0.distcp").is_file()
+    assert (
+        (folder / ".metadata").is_file() and (folder / "__0_0.distcp").is_file() and (folder / "__1_0.distcp").is_file()
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fabric-")]
     # the same 2-process job continues exactly as the uninterrupted one did
     resumed = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "2"))
     assert resumed["step"] == 2 and resumed["remainder"] == {"note": "hello"}
     assert resumed["continued"] == pytest.approx(saved["continued"], rel=1e-6)
     # a single process (no FSDP) reads the consolidated file
-    out = subprocess.run([sys.executable, "-m", "fabric_core.cli", "consolidate", str(folder), "-o", str(tmp_path / "one.pt")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "fabric_core.cli", "consolidate", str(folder), "-o", str(tmp_path / "one.pt")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     full = torch.load(tmp_path / "one.pt", weights_only=True)
-    assert set(full["model"]) == {"0.weight", "0.bias", "1.a.weight", "1.a.bias", "1.b.weight", "1.b.bias",
-                                  "2.a.weight", "2.a.bias", "2.b.weight", "2.b.bias", "3.weight", "3.bias"}
+    assert set(full["model"]) == {
+        "0.weight",
+        "0.bias",
+        "1.a.weight",
+        "1.a.bias",
+        "1.b.weight",
+        "1.b.bias",
+        "2.a.weight",
+        "2.a.bias",
+        "2.b.weight",
+        "2.b.bias",
+        "3.weight",
+        "3.bias",
+    }
     assert full["model"]["0.weight"].shape == (8, 6) and full["step"] == 2
 
 

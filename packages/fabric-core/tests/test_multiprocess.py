@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.multiprocess
 
 # One script exercising the API in every rank; each rank prints one JSON line.
-COLLECTIVES = r'''
+COLLECTIVES = r"""
 import json, sys, time
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ if __name__ == "__main__":
     else:
         result = fabric.launch(work)
         print("RANK0", json.dumps(result), flush=True)
-'''
+"""
 
 
 def _results(stdout: str, prefix: str = "RESULT") -> dict[int, dict]:
@@ -110,7 +110,11 @@ def test_ddp_relaunches_the_script_and_everything_works(script_runner, tmp_path)
 
 @pytest.mark.parametrize("mode", ["ddp_spawn", "ddp_fork"])
 def test_launch_function_returns_rank_zero_result(script_runner, tmp_path, mode):
-    proc = script_runner(COLLECTIVES.replace("return out", 'print("RESULT", json.dumps(out), flush=True); return out'), mode, str(tmp_path))
+    proc = script_runner(
+        COLLECTIVES.replace("return out", 'print("RESULT", json.dumps(out), flush=True); return out'),
+        mode,
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     _check_rank_results(_results(proc.stdout))
     assert _results(proc.stdout, "RANK0")[0]["rank"] == 0
@@ -118,7 +122,7 @@ def test_launch_function_returns_rank_zero_result(script_runner, tmp_path, mode)
 
 def test_torchrun_runs_the_script_unchanged(script_runner, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    source = COLLECTIVES.replace('strategy=mode, devices=2', 'strategy="ddp"')
+    source = COLLECTIVES.replace("strategy=mode, devices=2", 'strategy="ddp"')
     proc = script_runner(source, "ddp", str(tmp_path), command=torchrun)
     assert proc.returncode == 0, proc.stderr
     _check_rank_results(_results(proc.stdout))
@@ -126,7 +130,18 @@ def test_torchrun_runs_the_script_unchanged(script_runner, tmp_path):
 
 def test_fabric_run_cli_chooses_strategy_and_devices(script_runner, tmp_path):
     source = COLLECTIVES.replace('Fabric(accelerator="cpu", strategy=mode, devices=2)', "Fabric()")
-    fabric_cli = [sys.executable, "-m", "fabric_core.cli", "run", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    fabric_cli = [
+        sys.executable,
+        "-m",
+        "fabric_core.cli",
+        "run",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+    ]
     proc = script_runner(source, "ddp", str(tmp_path), command=fabric_cli)
     assert proc.returncode == 0, proc.stderr
     _check_rank_results(_results(proc.stdout))
@@ -150,9 +165,32 @@ def test_two_fabric_run_commands_form_one_four_process_job(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "fabric_core.cli", "run", "--accelerator", "cpu", "--devices", "2", "--num-nodes", "2",
-             "--node-rank", str(node), "--main-address", "127.0.0.1", "--main-port", port, str(script), "ddp", str(tmp_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "fabric_core.cli",
+                "run",
+                "--accelerator",
+                "cpu",
+                "--devices",
+                "2",
+                "--num-nodes",
+                "2",
+                "--node-rank",
+                str(node),
+                "--main-address",
+                "127.0.0.1",
+                "--main-port",
+                port,
+                str(script),
+                "ddp",
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
         )
         for node in (0, 1)
     ]
@@ -165,7 +203,7 @@ def test_two_fabric_run_commands_form_one_four_process_job(tmp_path):
     assert {r["rank"] for r in results.values() if r["node"] == 1} == {2, 3}
 
 
-FAILING = r'''
+FAILING = r"""
 import os, sys, time
 import torch
 from fabric_core import Fabric
@@ -185,7 +223,7 @@ if __name__ == "__main__":
         work(fabric)
     else:
         fabric.launch(work)
-'''
+"""
 
 
 def _pids(stdout: str) -> list[int]:
@@ -228,7 +266,7 @@ def test_fabric_run_names_the_failed_rank(script_runner):
     _assert_gone(_pids(proc.stdout))
 
 
-SUBCLASS = r'''
+SUBCLASS = r"""
 import torch
 from fabric_core import Fabric
 
@@ -239,7 +277,7 @@ class MyFabric(Fabric):
 
 if __name__ == "__main__":
     print("RESULT", MyFabric(accelerator="cpu", strategy="ddp_spawn", devices=2).run(10))
-'''
+"""
 
 
 def test_subclass_run_style_launches_processes(script_runner):
@@ -250,7 +288,7 @@ def test_subclass_run_style_launches_processes(script_runner):
 
 @pytest.mark.skipif(shutil.which("true") is None, reason="needs a POSIX system")
 def test_spawn_without_main_guard_gives_a_clear_error(script_runner):
-    source = "from fabric_core import Fabric\nFabric(accelerator='cpu', strategy='ddp_spawn', devices=2).launch(lambda f: None)\n"
+    source = "from fabric_core import Fabric\ndef work(fabric):\n    pass\nFabric(accelerator='cpu', strategy='ddp_spawn', devices=2).launch(work)\n"
     proc = script_runner(source, timeout=120)
     assert proc.returncode != 0
     assert "__name__" in proc.stderr

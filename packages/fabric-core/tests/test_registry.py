@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fabric_core import registry
 from fabric_core.errors import MisconfigurationError, PluginNotInstalledError, PluginVersionError
 
@@ -21,10 +20,20 @@ def fresh_registry():
 def test_core_registers_its_own_implementations_through_entry_points():
     assert "cpu" in registry.available("accelerator")
     strategies = registry.available("strategy")
-    for name in ("single_device", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true", "fsdp"):
+    for name in (
+        "single_device",
+        "ddp",
+        "ddp_spawn",
+        "ddp_fork",
+        "ddp_notebook",
+        "ddp_find_unused_parameters_true",
+        "fsdp",
+    ):
         assert name in strategies
         assert strategies[name].distribution == "fabric-core"
-    assert {"32-true", "bf16-mixed", "16-mixed", "64-true", "16-true", "bf16-true"} <= set(registry.available("precision"))
+    assert {"32-true", "bf16-mixed", "16-mixed", "64-true", "16-true", "bf16-true"} <= set(
+        registry.available("precision")
+    )
     assert {"local", "torchelastic", "slurm", "lsf", "mpi", "kubeflow"} <= set(registry.available("environment"))
 
 
@@ -35,8 +44,13 @@ def test_unknown_name_lists_installed_choices():
 
 @pytest.mark.parametrize(
     ("kind", "name", "extra"),
-    [("accelerator", "tpu", "xla"), ("accelerator", "cuda", "cuda"), ("accelerator", "gpu", "cuda"),
-     ("strategy", "deepspeed_stage_3", "deepspeed"), ("strategy", "xla_fsdp", "xla")],
+    [
+        ("accelerator", "tpu", "xla"),
+        ("accelerator", "cuda", "cuda"),
+        ("accelerator", "gpu", "cuda"),
+        ("strategy", "deepspeed_stage_3", "deepspeed"),
+        ("strategy", "xla_fsdp", "xla"),
+    ],
 )
 def test_missing_sibling_gives_install_hint(kind, name, extra):
     if name in registry.available(kind):
@@ -78,7 +92,9 @@ def test_compatible_backend_loads(on_path):
 @pytest.mark.parametrize("version", ["2.0", "1.99", "0.9"])
 def test_incompatible_backend_is_refused_naming_both_versions(on_path, version):
     _fake_backend(on_path, version)
-    with pytest.raises(PluginVersionError, match=rf"built for Fabric plugin interface {version}.*provides 1\.0.*pip install -U"):
+    with pytest.raises(
+        PluginVersionError, match=rf"built for Fabric plugin interface {version}.*provides 1\.0.*pip install -U"
+    ):
         registry.load("accelerator", "fake")
 
 

@@ -89,7 +89,9 @@ def _split_plugins(plugins: Any) -> tuple[Precision | None, ClusterEnvironment |
         for kind in (Precision, ClusterEnvironment, CheckpointIO):
             if isinstance(item, kind):
                 if kind in found:
-                    raise MisconfigurationError(f"plugins holds more than one {kind.__name__}: {found[kind]!r} and {item!r}.")
+                    raise MisconfigurationError(
+                        f"plugins holds more than one {kind.__name__}: {found[kind]!r} and {item!r}."
+                    )
                 found[kind] = item
                 break
         else:
@@ -137,7 +139,9 @@ def _choose_environment(environment: ClusterEnvironment | None, env: Mapping[str
     for cls in classes:
         if cls.detect(env):
             return cls(env=None if env is os.environ else env)
-    raise MisconfigurationError("No cluster environment matched, not even the local default; is fabric-core installed correctly?")
+    raise MisconfigurationError(
+        "No cluster environment matched, not even the local default; is fabric-core installed correctly?"
+    )
 
 
 def _validate_num_nodes(num_nodes: Any) -> int:
@@ -159,7 +163,9 @@ def _make_strategy(strategy: Any, accelerator: Accelerator, num_processes: int) 
     factory = registry.load("strategy", strategy)
     made = factory()
     if not isinstance(made, Strategy):
-        raise MisconfigurationError(f"The plugin registered as strategy {strategy!r} did not produce a Strategy (got {made!r}).")
+        raise MisconfigurationError(
+            f"The plugin registered as strategy {strategy!r} did not produce a Strategy (got {made!r})."
+        )
     return made
 
 
@@ -178,7 +184,11 @@ def resolve_plan(
     precision_plugin, environment_plugin, checkpoint_io = _split_plugins(request.plugins)
     num_nodes = _validate_num_nodes(request.num_nodes)
 
-    if isinstance(request.strategy, Strategy) and request.strategy.accelerator is not None and request.accelerator in (None, "auto"):
+    if (
+        isinstance(request.strategy, Strategy)
+        and request.strategy.accelerator is not None
+        and request.accelerator in (None, "auto")
+    ):
         accelerator_obj = request.strategy.accelerator
     else:
         accelerator_obj = _choose_accelerator(request.accelerator)
@@ -188,7 +198,9 @@ def resolve_plan(
         per_node = environment.local_world_size() or max(1, environment.world_size() // num_nodes)
         if num_nodes == 1 and environment.world_size() > per_node:
             num_nodes = environment.world_size() // per_node
-        device_indices = list(range(per_node)) if accelerator_obj.name == "cpu" else accelerator_obj.parse_devices(per_node)
+        device_indices = (
+            list(range(per_node)) if accelerator_obj.name == "cpu" else accelerator_obj.parse_devices(per_node)
+        )
     else:
         device_indices = accelerator_obj.parse_devices(request.devices)
     num_processes = len(device_indices) * num_nodes

@@ -196,7 +196,7 @@ class Fabric:
             original, list(optimizers), scheduler
         )
         fabric_module = self._wrap_module(forward_module, original, compiled)
-        wrapped = [_FabricOptimizer(o, self._strategy, self._callbacks) for o in new_optimizers]
+        wrapped = [self._wrap_optimizer(o) for o in new_optimizers]
         self._set_up_modules.add(id(original))
         outputs: list[Any] = [fabric_module, *wrapped]
         if scheduler is not None:
@@ -228,11 +228,14 @@ class Fabric:
             raise ValueError("setup_optimizers needs at least one optimizer.")
         for optimizer in optimizers:
             self._check_optimizer(optimizer)
-        wrapped = [_FabricOptimizer(self._strategy.setup_optimizer(o), self._strategy, self._callbacks) for o in optimizers]
+        wrapped = [self._wrap_optimizer(self._strategy.setup_optimizer(o)) for o in optimizers]
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
     def setup_dataloaders(
-        self, *dataloaders: DataLoader, replace_sampler: bool = True, move_to_device: bool = True,
+        self,
+        *dataloaders: DataLoader,
+        replace_sampler: bool = True,
+        move_to_device: bool = True,
         use_distributed_sampler: bool | None = None,
     ) -> Any:
         """Set up dataloaders: a distributed sampler when several processes run, batches moved to the device.
@@ -267,6 +270,12 @@ class Fabric:
                 forward_module = OptimizedModule(forward_module, compiled.dynamo_ctx)
         return _FabricModule(forward_module, self._strategy, original)
 
+    def _wrap_optimizer(self, optimizer: Optimizer) -> _FabricOptimizer:
+        if self._strategy.requires_fabric_backward():
+            # Stepping the original optimizer would skip the scaler / engine: refuse it clearly.
+            optimizer.register_step_pre_hook(functools.partial(_refuse_raw_step, self._strategy))
+        return _FabricOptimizer(optimizer, self._strategy, self._callbacks)
+
     def _check_module(self, module: Any) -> None:
         if not isinstance(module, Module):
             raise TypeError(f"fabric.setup expects a torch.nn.Module, got {type(module).__name__}.")
@@ -277,17 +286,29 @@ class Fabric:
         if isinstance(optimizer, _FabricOptimizer):
             raise ValueError("This optimizer was already set up; pass the original optimizer only once.")
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"fabric.setup expects torch.optim.Optimizer instances after the module, got {type(optimizer).__name__}.")
+            raise TypeError(
+                f"fabric.setup expects torch.optim.Optimizer instances after the module, got {type(optimizer).__name__}."
+            )
 
     # -------------------------------------------------------------------- training
     def backward(self, tensor: Tensor, *args: Any, model: _FabricModule | None = None, **kwargs: Any) -> None:
         """Replaces ``loss.backward()``: runs through the precision plugin and the strategy."""
         module = model._forward_module if isinstance(model, _FabricModule) else model
-        self._strategy.backward(tensor, module, *args, **kwargs)
+        strategy = self._strategy
+        strategy.in_fabric_backward = True
+        try:
+            strategy.backward(tensor, module, *args, **kwargs)
+        finally:
+            strategy.in_fabric_backward = False
 
     def clip_gradients(
-        self, module: Module, optimizer: Optimizer, clip_val: float | None = None, max_norm: float | None = None,
-        norm_type: float = 2.0, error_if_nonfinite: bool = True,
+        self,
+        module: Module,
+        optimizer: Optimizer,
+        clip_val: float | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
     ) -> Tensor | None:
         """Clip gradients by value (``clip_val``) or by total norm (``max_norm``, whose norm is returned)."""
         if (clip_val is None) == (max_norm is None):
@@ -295,7 +316,9 @@ class Fabric:
         inner_module = module._forward_module if isinstance(module, _FabricModule) else module
         inner_optimizer = optimizer.optimizer if isinstance(optimizer, _FabricOptimizer) else optimizer
         if max_norm is not None:
-            return self._strategy.clip_gradients_norm(inner_module, inner_optimizer, max_norm, norm_type, error_if_nonfinite)
+            return self._strategy.clip_gradients_norm(
+                inner_module, inner_optimizer, max_norm, norm_type, error_if_nonfinite
+            )
         self._strategy.clip_gradients_value(inner_module, inner_optimizer, cast(float, clip_val))
         return None
 
@@ -386,7 +409,9 @@ class Fabric:
         return self.init_module()
 
     # ----------------------------------------------------------------- checkpoints
-    def save(self, path: str | Path, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None = None) -> None:
+    def save(
+        self, path: str | Path, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None = None
+    ) -> None:
         """Save ``state`` (modules, optimizers, anything with ``state_dict``, plain values) to ``path``.
 
         The reference page's order ``save(content, filepath)`` is accepted too.
@@ -396,7 +421,9 @@ class Fabric:
         self._ensure_environment()
         self._strategy.save_checkpoint(path, state, filter=filter)
 
-    def load(self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True, weights_only: bool = True) -> dict[str, Any]:
+    def load(
+        self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True, weights_only: bool = True
+    ) -> dict[str, Any]:
         """Load ``path``: restore into ``state`` in place and return what ``state`` did not ask for.
 
         Without ``state`` the whole checkpoint is returned. Loading executes no code from the file
@@ -405,7 +432,9 @@ class Fabric:
         self._ensure_environment()
         return self._strategy.load_checkpoint(path, state=state, strict=strict, weights_only=weights_only)
 
-    def load_raw(self, path: str | Path, obj: Module | Optimizer, strict: bool = True, weights_only: bool = True) -> None:
+    def load_raw(
+        self, path: str | Path, obj: Module | Optimizer, strict: bool = True, weights_only: bool = True
+    ) -> None:
         """Load a raw state dict (as saved by ``torch.save(model.state_dict())``) into a module or optimizer."""
         self._ensure_environment()
         from fabric_core.checkpoint.state import restore_object
@@ -459,6 +488,15 @@ class Fabric:
         plain = {name: _to_number(name, value) for name, value in metrics.items()}
         for logger in self._loggers:
             logger.log_metrics(plain, step=step)
+
+
+def _refuse_raw_step(strategy: Any, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+    if not strategy.in_fabric_step:
+        raise RuntimeError(
+            f"optimizer.step() was called on the optimizer you passed to fabric.setup, not on the one it returned. With "
+            f"strategy {strategy.name!r} and precision {strategy.precision.name!r} that would skip "
+            "gradient scaling / the engine: use the optimizer returned by fabric.setup."
+        )
 
 
 def _run_worker(fabric: Fabric, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -19,10 +19,12 @@ def is_remote(path: str | Path) -> bool:
 
 def local_path(path: str | Path) -> Path:
     text = str(path)
-    return Path(text[len("file://"):] if text.startswith("file://") else text)
+    return Path(text[len("file://") :] if text.startswith("file://") else text)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], storage_options: dict[str, Any] | None = None) -> None:
+def atomic_write(
+    path: str | Path, write: Callable[[IO[bytes]], None], storage_options: dict[str, Any] | None = None
+) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then move it over ``path``.
 
     Locally the data is fsynced before ``os.replace`` and the folder after it, so that after a crash

@@ -39,8 +39,10 @@ def to_saveable(strategy: Strategy, obj: Any) -> Any:
 
 
 def _is_stateful(obj: Any) -> bool:
-    return not isinstance(obj, type) and callable(getattr(obj, "state_dict", None)) and callable(
-        getattr(obj, "load_state_dict", None)
+    return (
+        not isinstance(obj, type)
+        and callable(getattr(obj, "state_dict", None))
+        and callable(getattr(obj, "load_state_dict", None))
     )
 
 
@@ -59,7 +61,9 @@ def convert_state_for_saving(
         value = to_saveable(strategy, obj)
         if key in filter:
             if not isinstance(value, dict):
-                raise TypeError(f"filter[{key!r}] can only filter a dict-like entry, but {key!r} is a {type(value).__name__}.")
+                raise TypeError(
+                    f"filter[{key!r}] can only filter a dict-like entry, but {key!r} is a {type(value).__name__}."
+                )
             keep = filter[key]
             value = {k: v for k, v in value.items() if keep(k, v)}
         converted[key] = value

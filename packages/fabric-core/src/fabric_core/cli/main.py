@@ -39,19 +39,66 @@ def cli() -> None:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
-@click.option("--accelerator", default=None, help="cpu, cuda (or gpu), tpu, or auto. Default: what the script says, else auto.")
-@click.option("--strategy", default=None, help="ddp, fsdp, deepspeed_stage_2, ... Default: what the script says, else auto.")
-@click.option("--devices", default=None, help="Devices (processes) per machine: a count, -1 for all, or indices like 0,1. Default: 1.")
-@click.option("--num-nodes", "--num_nodes", "num_nodes", type=click.IntRange(min=1), default=1, show_default=True, help="Number of machines.")
-@click.option("--node-rank", "--node_rank", "node_rank", type=click.IntRange(min=0), default=0, show_default=True, help="Index of this machine (0 is the main one).")
-@click.option("--main-address", "--main_address", "main_address", default="127.0.0.1", show_default=True, help="Address of machine 0.")
-@click.option("--main-port", "--main_port", "main_port", type=click.IntRange(1, 65535), default=None, help="Port on machine 0 (multi-machine jobs; default 29500). One machine picks a free port itself.")
+@click.option(
+    "--accelerator", default=None, help="cpu, cuda (or gpu), tpu, or auto. Default: what the script says, else auto."
+)
+@click.option(
+    "--strategy", default=None, help="ddp, fsdp, deepspeed_stage_2, ... Default: what the script says, else auto."
+)
+@click.option(
+    "--devices",
+    default=None,
+    help="Devices (processes) per machine: a count, -1 for all, or indices like 0,1. Default: 1.",
+)
+@click.option(
+    "--num-nodes",
+    "--num_nodes",
+    "num_nodes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of machines.",
+)
+@click.option(
+    "--node-rank",
+    "--node_rank",
+    "node_rank",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of this machine (0 is the main one).",
+)
+@click.option(
+    "--main-address",
+    "--main_address",
+    "main_address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of machine 0.",
+)
+@click.option(
+    "--main-port",
+    "--main_port",
+    "main_port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port on machine 0 (multi-machine jobs; default 29500). One machine picks a free port itself.",
+)
 @click.option("--precision", default=None, help="32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(
-    ctx: click.Context, script: str, accelerator: str | None, strategy: str | None, devices: str | None, num_nodes: int,
-    node_rank: int, main_address: str, main_port: int | None, precision: str | None, script_args: tuple[str, ...],
+    ctx: click.Context,
+    script: str,
+    accelerator: str | None,
+    strategy: str | None,
+    devices: str | None,
+    num_nodes: int,
+    node_rank: int,
+    main_address: str,
+    main_port: int | None,
+    precision: str | None,
+    script_args: tuple[str, ...],
 ) -> None:
     """Run SCRIPT with SCRIPT_ARGS on --devices processes per machine (torch's elastic launcher)."""
     from fabric_core.errors import MisconfigurationError
@@ -61,7 +108,9 @@ def run_command(
     except MisconfigurationError as err:
         raise click.BadParameter(str(err), param_hint="--devices / --accelerator") from None
     if node_rank >= num_nodes:
-        raise click.BadParameter(f"--node-rank {node_rank} must be below --num-nodes {num_nodes}.", param_hint="--node-rank")
+        raise click.BadParameter(
+            f"--node-rank {node_rank} must be below --num-nodes {num_nodes}.", param_hint="--node-rank"
+        )
     given = {"accelerator": accelerator, "strategy": strategy, "devices": devices, "precision": precision}
     if num_nodes > 1:
         given["num_nodes"] = str(num_nodes)
@@ -81,7 +130,13 @@ def _count_processes(accelerator: str | None, devices: str | None) -> int:
 
 
 def launch_elastic(
-    script: str, script_args: tuple[str, ...], nproc: int, num_nodes: int, node_rank: int, main_address: str, main_port: int | None
+    script: str,
+    script_args: tuple[str, ...],
+    nproc: int,
+    num_nodes: int,
+    node_rank: int,
+    main_address: str,
+    main_port: int | None,
 ) -> int:
     """Start the workers with ``torch.distributed.run``; returns the exit code, naming any failed rank."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -92,7 +147,9 @@ def launch_elastic(
         args.append("--standalone")  # rendezvous on a free local port: parallel jobs never collide
     else:
         args += [
-            f"--nnodes={num_nodes}", f"--node-rank={node_rank}", f"--master-addr={main_address}",
+            f"--nnodes={num_nodes}",
+            f"--node-rank={node_rank}",
+            f"--master-addr={main_address}",
             f"--master-port={main_port or 29500}",
         ]
     args += [script, *script_args]
@@ -100,7 +157,11 @@ def launch_elastic(
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
         for rank, failure in sorted(err.failures.items()):
-            how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with code {failure.exitcode}"
+            how = (
+                f"was killed by {failure.signal_name()}"
+                if failure.exitcode < 0
+                else f"exited with code {failure.exitcode}"
+            )
             click.echo(f"[fabric] rank {rank} {how}; the job was stopped.", err=True)
         return 1
     return 0
@@ -108,7 +169,13 @@ def launch_elastic(
 
 @cli.command("consolidate")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="The file to write. Default: FOLDER.consolidated.pt")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The file to write. Default: FOLDER.consolidated.pt",
+)
 def consolidate_command(folder: str, output: str | None) -> None:
     """Turn a sharded checkpoint FOLDER (FSDP, strategy state_dict_type='sharded') into one file.
 

@@ -40,7 +40,11 @@ class LocalEnvironment(ClusterEnvironment):
         return int(self.env.get("MASTER_PORT", 0))
 
     def world_size(self) -> int:
-        return int(self.env["WORLD_SIZE"]) if self.creates_processes_externally and "WORLD_SIZE" in self.env else self._world_size
+        return (
+            int(self.env["WORLD_SIZE"])
+            if self.creates_processes_externally and "WORLD_SIZE" in self.env
+            else self._world_size
+        )
 
     def set_world_size(self, size: int) -> None:
         self._world_size = size
@@ -55,7 +59,11 @@ class LocalEnvironment(ClusterEnvironment):
         return int(self.env.get("LOCAL_RANK", 0))
 
     def local_world_size(self) -> int | None:
-        return int(self.env["LOCAL_WORLD_SIZE"]) if self.creates_processes_externally and "LOCAL_WORLD_SIZE" in self.env else None
+        return (
+            int(self.env["LOCAL_WORLD_SIZE"])
+            if self.creates_processes_externally and "LOCAL_WORLD_SIZE" in self.env
+            else None
+        )
 
     def node_rank(self) -> int:
         return int(self.env.get("NODE_RANK", self.env.get("GROUP_RANK", 0)))

@@ -39,7 +39,9 @@ class SLURMEnvironment(ClusterEnvironment):
 
     @staticmethod
     def detect(env: Mapping[str, str]) -> bool:
-        return "SLURM_NTASKS" in env and "SLURM_PROCID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+        return (
+            "SLURM_NTASKS" in env and "SLURM_PROCID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+        )
 
     @property
     def creates_processes_externally(self) -> bool:

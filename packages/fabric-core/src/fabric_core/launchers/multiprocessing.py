@@ -47,7 +47,7 @@ class MultiprocessingLauncher(Launcher):
         if multiprocessing.parent_process() is not None and self._start_method != "fork":
             raise RuntimeError(
                 "fabric.launch() ran again while a spawned worker was importing your script: put the code that "
-                "creates Fabric and calls launch() under `if __name__ == \"__main__\":`."
+                'creates Fabric and calls launch() under `if __name__ == "__main__":`.'
             )
         strategy = self._strategy
         env = strategy.cluster_environment
@@ -56,7 +56,9 @@ class MultiprocessingLauncher(Launcher):
         address, port = env.main_address, env.main_port
         store = None
         if strategy.node_rank == 0 and port == 0:
-            store = dist.TCPStore(address, 0, world_size, is_master=True, timeout=strategy.timeout, wait_for_workers=False)
+            store = dist.TCPStore(
+                address, 0, world_size, is_master=True, timeout=strategy.timeout, wait_for_workers=False
+            )
             port = store.port
         elif port == 0:
             raise RuntimeError("A multi-node job needs MASTER_ADDR and MASTER_PORT set on every node.")
@@ -72,21 +74,56 @@ class MultiprocessingLauncher(Launcher):
         try:
             while not process_context.join():
                 pass
-        except mp.ProcessExitedException as err:
-            rank = strategy.node_rank * strategy.num_processes + err.error_index
-            how = f"was killed by {err.signal_name}" if err.signal_name else f"exited with code {err.exit_code}"
-            raise WorkerFailedError(f"rank {rank} {how}; the other processes of the job were stopped.") from None
-        except mp.ProcessRaisedException as err:
-            rank = strategy.node_rank * strategy.num_processes + err.error_index
-            raise WorkerFailedError(f"rank {rank} raised an exception; the other processes were stopped.\n{err}") from None
+        except (mp.ProcessExitedException, mp.ProcessRaisedException) as err:
+            raise self._failure(process_context, err) from None
         finally:
             del store
+            _remove_error_files(process_context.error_files)
         return results.get() if not results.empty() else None
+
+    def _failure(self, context: Any, err: Exception) -> WorkerFailedError:
+        """Name the rank that failed first (the others usually fail because it disappeared)."""
+        base = self._strategy.node_rank * self._strategy.num_processes
+        raised = _raised_tracebacks(context.error_files)
+        if raised:
+            index, trace = raised[0]
+            others = [base + i for i, _ in raised[1:]]
+            note = f" Ranks {others} failed after it." if others else ""
+            return WorkerFailedError(f"rank {base + index} raised an exception; the job was stopped.{note}\n\n{trace}")
+        index = getattr(err, "error_index", 0)
+        signal_name = getattr(err, "signal_name", None)
+        how = f"was killed by {signal_name}" if signal_name else f"exited with code {getattr(err, 'exit_code', '?')}"
+        return WorkerFailedError(f"rank {base + index} {how}; the other processes of the job were stopped.")
+
+
+def _raised_tracebacks(error_files: list[str | None]) -> list[tuple[int, str]]:
+    """(local index, traceback) of each worker that raised, the earliest first."""
+    import pickle
+
+    found = []
+    for index, path in enumerate(error_files):
+        if path and os.path.isfile(path) and os.path.getsize(path) > 0:
+            with open(path, "rb") as fh:
+                found.append((os.path.getmtime(path), index, str(pickle.load(fh))))  # written by torch in our worker
+    return [(index, trace) for _, index, trace in sorted(found)]
+
+
+def _remove_error_files(error_files: list[str | None]) -> None:
+    for path in error_files:
+        if path and os.path.isfile(path):
+            os.unlink(path)
 
 
 def _worker(
-    local_rank: int, strategy: ProcessGroupStrategy, function: Callable[..., Any], args: tuple[Any, ...],
-    kwargs: dict[str, Any], results: Any, address: str, port: int, parent_holds_store: bool,
+    local_rank: int,
+    strategy: ProcessGroupStrategy,
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    results: Any,
+    address: str,
+    port: int,
+    parent_holds_store: bool,
 ) -> None:
     import torch.distributed as dist
 

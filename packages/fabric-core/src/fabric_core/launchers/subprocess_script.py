@@ -87,11 +87,15 @@ class SubprocessScriptLauncher(Launcher):
         address, port = env.main_address, env.main_port
         if strategy.node_rank == 0 and port == 0:
             # Bind the rendezvous store now on a free port and hand it over: no race for ports.
-            store = dist.TCPStore(address, 0, world_size, is_master=True, timeout=strategy.timeout, wait_for_workers=False)
+            store = dist.TCPStore(
+                address, 0, world_size, is_master=True, timeout=strategy.timeout, wait_for_workers=False
+            )
             strategy._store = store
             port = store.port
         elif port == 0:
-            raise RuntimeError("A multi-node job needs MASTER_ADDR and MASTER_PORT set on every node (rank 0's host and a free port).")
+            raise RuntimeError(
+                "A multi-node job needs MASTER_ADDR and MASTER_PORT set on every node (rank 0's host and a free port)."
+            )
         strategy.set_local_rank(0)
         for local_rank in range(1, num_local):
             child_env = {
@@ -105,7 +109,7 @@ class SubprocessScriptLauncher(Launcher):
                 "WORLD_SIZE": str(world_size),
                 "FABRIC_LAUNCHED": "1",
             }
-            self._procs[local_rank] = subprocess.Popen(command, env=child_env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+            self._procs[local_rank] = subprocess.Popen(command, env=child_env, preexec_fn=_die_with_parent)
         if self._procs:
             threading.Thread(target=self._watch, name="fabric-worker-watchdog", daemon=True).start()
             atexit.register(self._wait_at_exit)
@@ -159,7 +163,9 @@ class SubprocessScriptLauncher(Launcher):
             code = proc.wait()
             if code != 0 and not self._failed.is_set():
                 self._failed.set()
-                print(f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}.", file=sys.stderr, flush=True)
+                print(
+                    f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}.", file=sys.stderr, flush=True
+                )
                 self.kill_workers()
         self._done.set()
         if self._failed.is_set():
@@ -171,7 +177,11 @@ class SubprocessScriptLauncher(Launcher):
         def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
             # Rank 0 failed: its workers would wait for it in a collective until the timeout.
             previous(kind, value, tb)
-            print(f"[fabric] rank {self._global_rank(0)} raised {kind.__name__}; stopping the other processes.", file=sys.stderr, flush=True)
+            print(
+                f"[fabric] rank {self._global_rank(0)} raised {kind.__name__}; stopping the other processes.",
+                file=sys.stderr,
+                flush=True,
+            )
             self._failed.set()
             self.kill_workers()
 

@@ -27,12 +27,19 @@ class Precision:
       directly in the target dtype.
     - ``backward`` / ``optimizer_step`` / ``unscale_gradients`` are where a gradient scaler hooks
       in; ``state_dict`` must hold whatever has to survive a checkpoint (the scaler state).
+    - ``requires_fabric_backward`` is ``True`` when a plain ``loss.backward()`` would silently train
+      wrongly (a scaler); Fabric then refuses it with a clear error.
     - ``is_identity`` is ``True`` only when every hook above is a no-op, which lets wrappers take a
       fast path in the training step.
     """
 
     name: ClassVar[str] = "32-true"
     is_identity: ClassVar[bool] = True
+
+    @property
+    def requires_fabric_backward(self) -> bool:
+        """Whether ``loss.backward()`` would be wrong here (a gradient scaler must scale the loss)."""
+        return False
 
     def convert_module(self, module: Module) -> Module:
         """Cast ``module`` to the dtype its parameters are stored in."""

@@ -65,6 +65,9 @@ class Strategy(ABC):
         self.parallel_devices = parallel_devices
         self.num_nodes = 1
         self._launcher: Launcher | None = None
+        #: set by ``Fabric.backward`` and the optimizer wrapper while they run, to detect misuse
+        self.in_fabric_backward = False
+        self.in_fabric_step = False
 
     # ----------------------------------------------------------------- topology
     @property
@@ -96,6 +99,10 @@ class Strategy(ABC):
     def launcher(self) -> Launcher | None:
         """The launcher that starts the other processes, or ``None`` when nothing must be started."""
         return self._launcher
+
+    def requires_fabric_backward(self) -> bool:
+        """Whether backward and the optimizer step must go through Fabric (engines, gradient scalers)."""
+        return self.precision.requires_fabric_backward
 
     @property
     def checkpoint_io(self) -> CheckpointIO:
@@ -196,14 +203,21 @@ class Strategy(ABC):
         return nullcontext()
 
     def clip_gradients_norm(
-        self, module: Module, optimizer: Optimizer, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = True
+        self,
+        module: Module,
+        optimizer: Optimizer,
+        max_norm: float,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
     ) -> Tensor:
         """Clip the gradients of ``optimizer``'s parameters to ``max_norm``; returns the total norm."""
         import torch
 
         self.precision.unscale_gradients(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite)
+        return torch.nn.utils.clip_grad_norm_(
+            params, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite
+        )
 
     def clip_gradients_value(self, module: Module, optimizer: Optimizer, clip_val: float) -> None:
         """Clamp every gradient of ``optimizer``'s parameters to ``[-clip_val, clip_val]``."""

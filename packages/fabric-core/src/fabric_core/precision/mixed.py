@@ -29,6 +29,10 @@ class MixedPrecision(Precision):
         self.scaler = scaler
         self.skipped_steps = 0
 
+    @property
+    def requires_fabric_backward(self) -> bool:
+        return self.scaler is not None
+
     def forward_context(self) -> Any:
         return torch.autocast(self.device_type, dtype=self.dtype)
 

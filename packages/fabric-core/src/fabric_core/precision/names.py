@@ -10,9 +10,14 @@ from fabric_core.errors import MisconfigurationError
 CANONICAL = ("32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed")
 # alias -> (canonical name, whether the alias is ambiguous and deserves a warning)
 _ALIASES: dict[Any, tuple[str, bool]] = {
-    32: ("32-true", False), "32": ("32-true", False), "32-true": ("32-true", False),
-    64: ("64-true", False), "64": ("64-true", False), "64-true": ("64-true", False),
-    16: ("16-mixed", True), "16": ("16-mixed", True),
+    32: ("32-true", False),
+    "32": ("32-true", False),
+    "32-true": ("32-true", False),
+    64: ("64-true", False),
+    "64": ("64-true", False),
+    "64-true": ("64-true", False),
+    16: ("16-mixed", True),
+    "16": ("16-mixed", True),
     "bf16": ("bf16-mixed", True),
 }
 

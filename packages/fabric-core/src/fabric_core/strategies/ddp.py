@@ -38,9 +38,14 @@ class DDPStrategy(ProcessGroupStrategy):
         **ddp_kwargs: Any,
     ) -> None:
         super().__init__(
-            start_method=start_method, process_group_backend=process_group_backend, timeout=timeout,
-            accelerator=accelerator, precision=precision, checkpoint_io=checkpoint_io,
-            cluster_environment=cluster_environment, parallel_devices=parallel_devices,
+            start_method=start_method,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            accelerator=accelerator,
+            precision=precision,
+            checkpoint_io=checkpoint_io,
+            cluster_environment=cluster_environment,
+            parallel_devices=parallel_devices,
         )
         self.ddp_kwargs = {"find_unused_parameters": find_unused_parameters, **ddp_kwargs}
 

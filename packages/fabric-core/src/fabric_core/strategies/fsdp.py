@@ -30,11 +30,13 @@ class _ClassPolicy:
 
 def _policy(policy: Any) -> Callable[[Module], bool] | None:
     """Turn ``{Block, Layer}`` or a predicate into a predicate saying which submodules to shard on their own."""
-    if policy is None or callable(policy) and not isinstance(policy, type):
+    if policy is None or (callable(policy) and not isinstance(policy, type)):
         return policy
     classes = tuple(policy) if isinstance(policy, Iterable) else (policy,)
     if not all(isinstance(c, type) and issubclass(c, Module) for c in classes):
-        raise MisconfigurationError(f"auto_wrap_policy takes module classes or a function(module) -> bool, got {policy!r}.")
+        raise MisconfigurationError(
+            f"auto_wrap_policy takes module classes or a function(module) -> bool, got {policy!r}."
+        )
     return _ClassPolicy(classes)
 
 
@@ -67,9 +69,13 @@ class FSDPStrategy(ProcessGroupStrategy):
         timeout: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(start_method=start_method, process_group_backend=process_group_backend, timeout=timeout, **kwargs)
+        super().__init__(
+            start_method=start_method, process_group_backend=process_group_backend, timeout=timeout, **kwargs
+        )
         if state_dict_type not in _STATE_DICT_TYPES:
-            raise MisconfigurationError(f"state_dict_type={state_dict_type!r} is not valid; choose 'sharded' or 'full'.")
+            raise MisconfigurationError(
+                f"state_dict_type={state_dict_type!r} is not valid; choose 'sharded' or 'full'."
+            )
         self.auto_wrap_policy = _policy(auto_wrap_policy)
         self.activation_checkpointing_policy = _policy(activation_checkpointing_policy)
         self.reshard_after_forward = reshard_after_forward
@@ -112,7 +118,9 @@ class FSDPStrategy(ProcessGroupStrategy):
                     reset()
         return module
 
-    def setup_module_and_optimizers(self, module: Module, optimizers: list[Optimizer], scheduler: Any = None) -> tuple[Module, list[Optimizer], Any]:
+    def setup_module_and_optimizers(
+        self, module: Module, optimizers: list[Optimizer], scheduler: Any = None
+    ) -> tuple[Module, list[Optimizer], Any]:
         """Shard, then point the optimizers at the sharded parameters (matched by name)."""
         names = {id(p): n for n, p in module.named_parameters()}
         for optimizer in optimizers:
@@ -123,7 +131,9 @@ class FSDPStrategy(ProcessGroupStrategy):
                 )
             for group in optimizer.param_groups:
                 if any(id(p) not in names for p in group["params"]):
-                    raise MisconfigurationError("An optimizer passed to fabric.setup holds parameters that are not in the module.")
+                    raise MisconfigurationError(
+                        "An optimizer passed to fabric.setup holds parameters that are not in the module."
+                    )
         module = self.setup_module(module)
         sharded = dict(module.named_parameters())
         for optimizer in optimizers:
@@ -158,7 +168,14 @@ class FSDPStrategy(ProcessGroupStrategy):
             return super().no_backward_sync(module, enabled)
         return self._sync_disabled(module)
 
-    def clip_gradients_norm(self, module: Module, optimizer: Optimizer, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = True) -> torch.Tensor:
+    def clip_gradients_norm(
+        self,
+        module: Module,
+        optimizer: Optimizer,
+        max_norm: float,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
+    ) -> torch.Tensor:
         norm = super().clip_gradients_norm(module, optimizer, max_norm, norm_type, error_if_nonfinite)
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
@@ -168,7 +185,9 @@ class FSDPStrategy(ProcessGroupStrategy):
 
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def save_checkpoint(self, path: str | Path, state: dict[str, Any], storage_options: Any = None, filter: Any = None) -> None:
+    def save_checkpoint(
+        self, path: str | Path, state: dict[str, Any], storage_options: Any = None, filter: Any = None
+    ) -> None:
         if self.state_dict_type == "full":
             from fabric_core.strategies.fsdp_checkpoint import full_state
 
@@ -181,7 +200,9 @@ class FSDPStrategy(ProcessGroupStrategy):
 
         save_sharded(self, Path(path), state, filter)
 
-    def load_checkpoint(self, path: str | Path, state: Any = None, strict: bool = True, weights_only: bool = True) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, state: Any = None, strict: bool = True, weights_only: bool = True
+    ) -> dict[str, Any]:
         from fabric_core.strategies.fsdp_checkpoint import load_full, load_sharded
 
         if Path(path).is_dir():

@@ -49,7 +49,9 @@ def _split(state: dict[str, Any], full: bool) -> dict[str, Any]:
             opt = _optimizer(value)
             owner = next((m for m in modules if _owns(m, opt)), None)
             if owner is None:
-                raise CheckpointError(f"Optimizer {key!r} must be saved together with the module whose parameters it holds.")
+                raise CheckpointError(
+                    f"Optimizer {key!r} must be saved together with the module whose parameters it holds."
+                )
             converted[key] = get_optimizer_state_dict(owner, opt, options=_options(full))
         else:
             converted[key] = value
@@ -61,7 +63,9 @@ def _owns(module: Module, optimizer: Optimizer) -> bool:
     return all(id(p) in ids for g in optimizer.param_groups for p in g["params"])
 
 
-def full_state(strategy: FSDPStrategy, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None) -> dict[str, Any]:
+def full_state(
+    strategy: FSDPStrategy, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None
+) -> dict[str, Any]:
     return convert_state_for_saving(strategy, _split(state, full=True), filter)
 
 

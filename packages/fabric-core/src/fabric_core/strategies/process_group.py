@@ -88,7 +88,9 @@ class ProcessGroupStrategy(Strategy):
     ) -> None:
         super().__init__(**kwargs)
         if start_method not in _START_METHODS:
-            raise MisconfigurationError(f"start_method={start_method!r} is not valid; choose one of {', '.join(_START_METHODS)}.")
+            raise MisconfigurationError(
+                f"start_method={start_method!r} is not valid; choose one of {', '.join(_START_METHODS)}."
+            )
         self.start_method = start_method
         self._process_group_backend = process_group_backend
         self.timeout = resolve_timeout(timeout)
@@ -185,8 +187,12 @@ class ProcessGroupStrategy(Strategy):
             return
         else:
             store = dist.TCPStore(
-                env.main_address, env.main_port, self.world_size, is_master=self.global_rank == 0,
-                timeout=self.timeout, wait_for_workers=False,
+                env.main_address,
+                env.main_port,
+                self.world_size,
+                is_master=self.global_rank == 0,
+                timeout=self.timeout,
+                wait_for_workers=False,
             )
         dist.init_process_group(store=store, rank=self.global_rank, world_size=self.world_size, **kwargs)
         _destroy_at_exit()

@@ -7,7 +7,14 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from fabric_core.errors import MisconfigurationError
 from fabric_core.utilities.samplers import DistributedSamplerWrapper
@@ -18,8 +25,19 @@ if TYPE_CHECKING:
 
 # DataLoader attributes that map one-to-one onto constructor arguments.
 _LOADER_ARGS = (
-    "dataset", "num_workers", "collate_fn", "pin_memory", "drop_last", "timeout", "worker_init_fn",
-    "multiprocessing_context", "generator", "prefetch_factor", "persistent_workers", "pin_memory_device", "in_order",
+    "dataset",
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "drop_last",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "persistent_workers",
+    "pin_memory_device",
+    "in_order",
 )
 
 
@@ -47,7 +65,13 @@ def _sharded_sampling(loader: DataLoader, kwargs: dict[str, int]) -> dict[str, A
     batch_sampler = loader.batch_sampler
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         # A custom batch sampler: each rank takes whole batches of it in turn.
-        return {"batch_sampler": DistributedSamplerWrapper(batch_sampler, **kwargs), "sampler": None, "batch_size": 1, "shuffle": None, "drop_last": False}
+        return {
+            "batch_sampler": DistributedSamplerWrapper(batch_sampler, **kwargs),
+            "sampler": None,
+            "batch_size": 1,
+            "shuffle": None,
+            "drop_last": False,
+        }
     sampler = loader.sampler
     if isinstance(sampler, DistributedSampler):
         return {}
@@ -58,7 +82,13 @@ def _sharded_sampling(loader: DataLoader, kwargs: dict[str, int]) -> dict[str, A
     else:
         new = DistributedSamplerWrapper(sampler, seed=_shared_seed(), **kwargs)
     batch_size = loader.batch_size
-    return {"sampler": new, "batch_sampler": None, "batch_size": batch_size, "shuffle": None, "drop_last": loader.drop_last}
+    return {
+        "sampler": new,
+        "batch_sampler": None,
+        "batch_size": batch_size,
+        "shuffle": None,
+        "drop_last": loader.drop_last,
+    }
 
 
 def _rebuild(loader: DataLoader, overrides: dict[str, Any]) -> DataLoader:
@@ -67,7 +97,11 @@ def _rebuild(loader: DataLoader, overrides: dict[str, Any]) -> DataLoader:
     values = {name: getattr(loader, name) for name in _LOADER_ARGS if hasattr(loader, name)}
     values["batch_size"] = loader.batch_size
     values["sampler"] = loader.sampler
-    values["batch_sampler"] = loader.batch_sampler if loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler else None
+    values["batch_sampler"] = (
+        loader.batch_sampler
+        if loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler
+        else None
+    )
     if values["batch_sampler"] is not None:
         values.update(batch_size=1, sampler=None, drop_last=False)
     values.update(overrides)

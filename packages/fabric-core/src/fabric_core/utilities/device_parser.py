@@ -18,8 +18,11 @@ def parse_device_indices(devices: Any, available: int | None, kind: str) -> list
 
     ``"auto"`` is resolved by the accelerator before this is called.
     """
+
     def fail(reason: str) -> MisconfigurationError:
-        return MisconfigurationError(f"devices={devices!r} is not valid for {kind}: {reason}. Valid forms: {VALID_FORMS}.")
+        return MisconfigurationError(
+            f"devices={devices!r} is not valid for {kind}: {reason}. Valid forms: {VALID_FORMS}."
+        )
 
     if isinstance(devices, bool):
         raise fail("a bool is not a device count")

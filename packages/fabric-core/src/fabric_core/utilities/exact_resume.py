@@ -77,7 +77,9 @@ class ExactResume:
             )
         mine = state["ranks"][self._strategy.global_rank]
         if len(mine["loaders"]) != len(self._loaders):
-            raise CheckpointError(f"The checkpoint tracked {len(mine['loaders'])} dataloader(s); {len(self._loaders)} were given.")
+            raise CheckpointError(
+                f"The checkpoint tracked {len(mine['loaders'])} dataloader(s); {len(self._loaders)} were given."
+            )
         restore_rng_states(mine["rng"])
         for loader, position in zip(self._loaders, mine["loaders"]):
             loader.resume_from(position)

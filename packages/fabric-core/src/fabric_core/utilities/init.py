@@ -11,8 +11,20 @@ from torch.overrides import TorchFunctionMode
 _INIT_FUNCTIONS = frozenset(
     getattr(torch.nn.init, name)
     for name in (
-        "uniform_", "normal_", "trunc_normal_", "constant_", "xavier_uniform_", "xavier_normal_",
-        "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_", "ones_", "zeros_", "eye_", "dirac_",
+        "uniform_",
+        "normal_",
+        "trunc_normal_",
+        "constant_",
+        "xavier_uniform_",
+        "xavier_normal_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "orthogonal_",
+        "sparse_",
+        "ones_",
+        "zeros_",
+        "eye_",
+        "dirac_",
     )
 )
 _INPLACE_RANDOM = frozenset(("uniform_", "normal_", "fill_", "zero_", "random_", "exponential_", "bernoulli_"))

@@ -32,8 +32,18 @@ class DistributedSamplerWrapper(DistributedSampler):
     same sequence everywhere) and rank ``r`` keeps items ``r, r + world, r + 2 world ...``.
     """
 
-    def __init__(self, sampler: Iterable[Any], num_replicas: int, rank: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> None:
-        super().__init__(_IndexList(sampler), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        sampler: Iterable[Any],
+        num_replicas: int,
+        rank: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__(
+            _IndexList(sampler), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )  # type: ignore[arg-type]
 
     @property
     def sampler(self) -> Iterable[Any]:

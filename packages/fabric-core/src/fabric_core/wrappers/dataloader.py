@@ -18,10 +18,17 @@ class _FabricDataLoader:
     """
 
     def __init__(self, dataloader: DataLoader, device: torch.device | None = None, strategy: Any = None) -> None:
-        self.__dict__.update({
-            "_dataloader": dataloader, "_device": device, "_strategy": strategy, "_num_iter_calls": 0,
-            "_batches_yielded": 0, "_epoch_start_rng": None, "_resume": None,
-        })
+        self.__dict__.update(
+            {
+                "_dataloader": dataloader,
+                "_device": device,
+                "_strategy": strategy,
+                "_num_iter_calls": 0,
+                "_batches_yielded": 0,
+                "_epoch_start_rng": None,
+                "_resume": None,
+            }
+        )
 
     @property
     def dataloader(self) -> DataLoader:

@@ -13,7 +13,17 @@ if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
 
 # Held in the instance __dict__ (not registered as submodules) so that lookups stay cheap.
-_INTERNAL = frozenset(("_forward_call", "_original_module", "_strategy", "_forward_methods", "_fast_path"))
+_INTERNAL = frozenset(
+    (
+        "_forward_call",
+        "_original_module",
+        "_strategy",
+        "_forward_methods",
+        "_fast_path",
+        "_check_backward",
+        "_warned_methods",
+    )
+)
 
 
 def _compiled_class() -> type | None:
@@ -55,7 +65,10 @@ class _FabricModule(Module):
         object.__setattr__(self, "_original_module", original_module if original_module is not None else forward_module)
         object.__setattr__(self, "_strategy", strategy)
         object.__setattr__(self, "_forward_methods", set())
-        object.__setattr__(self, "_fast_path", strategy.precision.is_identity)
+        check_backward = strategy.requires_fabric_backward()
+        object.__setattr__(self, "_check_backward", check_backward)
+        object.__setattr__(self, "_fast_path", strategy.precision.is_identity and not check_backward)
+        object.__setattr__(self, "_warned_methods", set())
 
     @property
     def module(self) -> Module:
@@ -69,7 +82,26 @@ class _FabricModule(Module):
         args, kwargs = precision.convert_input((args, kwargs))
         with precision.forward_context():
             output = self._forward_call(*args, **kwargs)
-        return precision.convert_output(output)
+        output = precision.convert_output(output)
+        if self._check_backward and torch.is_grad_enabled():
+            from fabric_core.utilities.apply_func import apply_to_tensors
+
+            apply_to_tensors(output, self._guard_backward)
+        return output
+
+    def _guard_backward(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.requires_grad:
+            tensor.register_hook(self._refuse_plain_backward)
+        return tensor
+
+    def _refuse_plain_backward(self, grad: torch.Tensor) -> None:
+        strategy = self._strategy
+        if not strategy.in_fabric_backward:
+            raise RuntimeError(
+                f"loss.backward() was called directly, but with strategy {strategy.name!r} and precision "
+                f"{strategy.precision.name!r} the backward pass must go through Fabric (gradient scaling, engines): "
+                "use fabric.backward(loss)."
+            )
 
     def mark_forward_method(self, method: str | Callable[..., Any]) -> None:
         """Route calls of ``method`` (a ``generate``, a ``training_step``) through the strategy's wrapper."""
@@ -105,7 +137,9 @@ class _FabricModule(Module):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         return self._original_module.load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True) -> Iterator[tuple[str, torch.nn.Parameter]]:
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, torch.nn.Parameter]]:
         return self._original_module.named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
 
     def __getattr__(self, name: str) -> Any:
@@ -116,7 +150,44 @@ class _FabricModule(Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self.__dict__["_original_module"], name)
+            pass
+        original = self.__dict__["_original_module"]
+        value = getattr(original, name)
+        if (
+            inspect.ismethod(value)
+            and self.__dict__["_forward_call"] is not original
+            and name not in self.__dict__["_warned_methods"]
+            and not hasattr(Module, name)
+        ):
+            return self._watch_method(name, value)
+        return value
+
+    def _watch_method(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``method`` and warn once if it ran submodules outside the strategy's wrapper (DDP, FSDP)."""
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            ran: list[bool] = []
+            handles = [
+                m.register_forward_pre_hook(lambda *_: ran.append(True)) for m in self._original_module.modules()
+            ]
+            try:
+                return method(*args, **kwargs)
+            finally:
+                for handle in handles:
+                    handle.remove()
+                if ran and name not in self._warned_methods:
+                    self._warned_methods.add(name)
+                    import warnings
+
+                    warnings.warn(
+                        f"model.{name}() ran the model outside strategy {self._strategy.name!r}'s wrapper, so gradient "
+                        f"synchronisation / parameter sharding did not apply. If it runs the forward pass, call "
+                        f"model.mark_forward_method({name!r}) after fabric.setup.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+
+        return watched
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _INTERNAL or name == "_forward_module" or "_original_module" not in self.__dict__:

@@ -37,7 +37,12 @@ class _FabricOptimizer:
     def step(self, closure: Any = None) -> Any:
         """Step through the strategy (which may skip it, e.g. on a float16 overflow)."""
         kwargs = {} if closure is None else {"closure": closure}
-        output = self._strategy.optimizer_step(self._optimizer, **kwargs)
+        strategy = self._strategy
+        strategy.in_fabric_step = True
+        try:
+            output = strategy.optimizer_step(self._optimizer, **kwargs)
+        finally:
+            strategy.in_fabric_step = False
         for callback in self._callbacks:
             hook = getattr(callback, "on_after_optimizer_step", None)
             if callable(hook):
