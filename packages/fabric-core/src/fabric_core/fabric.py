@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from collections.abc import Callable, Generator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -65,7 +66,7 @@ class Fabric:
         self._environment_ready = False
         self._launched = False
         self._log_step = 0
-        self._set_up_modules: set[int] = set()
+        self._set_up_modules: weakref.WeakSet[Module] = weakref.WeakSet()  # ids could be reused
         if type(self).run is not Fabric.run:
             # The older subclass style: calling ``run`` launches the processes first.
             user_run = self.run
@@ -197,7 +198,7 @@ class Fabric:
         )
         fabric_module = self._wrap_module(forward_module, original, compiled)
         wrapped = [self._wrap_optimizer(o) for o in new_optimizers]
-        self._set_up_modules.add(id(original))
+        self._set_up_modules.add(original)
         outputs: list[Any] = [fabric_module, *wrapped]
         if scheduler is not None:
             outputs.append(scheduler)
@@ -213,7 +214,7 @@ class Fabric:
         if move_to_device:
             self._strategy.module_to_device(original)
         forward_module = self._strategy.setup_module(original)
-        self._set_up_modules.add(id(original))
+        self._set_up_modules.add(original)
         return self._wrap_module(forward_module, original, compiled)
 
     def setup_optimizers(self, *optimizers: Optimizer) -> Any:
@@ -279,7 +280,7 @@ class Fabric:
     def _check_module(self, module: Any) -> None:
         if not isinstance(module, Module):
             raise TypeError(f"fabric.setup expects a torch.nn.Module, got {type(module).__name__}.")
-        if is_wrapped(module) or id(unwrap_compiled(module)) in self._set_up_modules:
+        if is_wrapped(module) or unwrap_compiled(module) in self._set_up_modules:
             raise ValueError("This module was already set up with fabric.setup; pass the original module only once.")
 
     def _check_optimizer(self, optimizer: Any) -> None:
