@@ -27,7 +27,9 @@ def _pkg(name: str) -> str:
     return str(PACKAGES / name)
 
 
-def _install(session: nox.Session, *packages: str, extra: tuple[str, ...] = (), torch: tuple[str, ...] = (TORCH,)) -> None:
+def _install(
+    session: nox.Session, *packages: str, extra: tuple[str, ...] = (), torch: tuple[str, ...] = (TORCH,)
+) -> None:
     """Install torch first (pinned, so pip never reaches for a CUDA build), then our packages editable."""
     session.install(*torch, *TEST_TOOLS, *extra)
     args: list[str] = []
@@ -50,14 +52,21 @@ def _pytest(session: nox.Session, *paths: str, markers: str | None = None) -> No
 def core(session: nox.Session) -> None:
     """fabric-core unit tests in one process: API, plan resolution, wrappers, checkpoint IO (CPU)."""
     _install(session, extra=("numpy", "fsspec"))
-    _pytest(session, "packages/fabric-core/tests", markers="not multiprocess")
+    _pytest(session, "packages/fabric-core/tests", "--ignore=packages/fabric-core/tests/faults", markers="not multiprocess")
 
 
 @nox.session
 def cpu(session: nox.Session) -> None:
     """fabric-core multi-process tests: DDP/FSDP over gloo on loopback, launchers, `fabric run`, torchrun."""
     _install(session, extra=("numpy", "fsspec"))
-    _pytest(session, "packages/fabric-core/tests", markers="multiprocess")
+    _pytest(session, "packages/fabric-core/tests", "--ignore=packages/fabric-core/tests/faults", markers="multiprocess")
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Fault suite: killed, hung and failing ranks, SIGKILL during save, damaged checkpoints, argument fuzzing."""
+    _install(session, extra=("numpy", "fsspec"))
+    _pytest(session, "packages/fabric-core/tests/faults")
 
 
 @nox.session
@@ -132,7 +141,12 @@ def _hardware_session(session: nox.Session, marker: str, packages: tuple[str, ..
 @nox.session(default=False)
 def cuda(session: nox.Session) -> None:
     """Hardware leg: every test marked `cuda` on a real GPU (skips without one unless FABRIC_REQUIRE_HARDWARE=1)."""
-    _hardware_session(session, "cuda", ("fabric-cuda", "fabric-deepspeed", "fabric-loggers"), (os.environ.get("FABRIC_CUDA_TORCH", TORCH),))
+    _hardware_session(
+        session,
+        "cuda",
+        ("fabric-cuda", "fabric-deepspeed", "fabric-loggers"),
+        (os.environ.get("FABRIC_CUDA_TORCH", TORCH),),
+    )
 
 
 @nox.session(default=False)

@@ -166,6 +166,10 @@ class Fabric:
             self._strategy.setup_environment()
             self._environment_ready = True
             self._launched = True
+            for logger in self._loggers:
+                set_rank = getattr(logger, "set_global_rank", None)
+                if callable(set_rank):
+                    set_rank(self._strategy.global_rank)
 
     def _ensure_environment(self) -> None:
         if self._environment_ready:

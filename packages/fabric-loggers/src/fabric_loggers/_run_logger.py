@@ -104,6 +104,10 @@ class RunLogger(Logger):
         return self._prefix
 
     # ------------------------------------------------------------------- ranks
+    def set_global_rank(self, rank: int) -> None:
+        """Fabric's answer once the job is set up; it wins over what the environment says."""
+        self._rank = rank
+
     @property
     def is_writer(self) -> bool:
         """Whether this process writes files: global rank 0, looked up now (see ``_rank``)."""

@@ -57,6 +57,12 @@ class Logger(ABC):
     def save(self) -> None:
         """Flush what has been recorded so far."""
 
+    def set_global_rank(self, rank: int) -> None:
+        """Fabric tells the logger this process's global rank once the job is set up.
+
+        File loggers write only where ``rank == 0``; the default ignores it.
+        """
+
     def finalize(self, status: str) -> None:
         """Flush and close at the end of the run; ``status`` is "success" or "failed"."""
         self.save()
