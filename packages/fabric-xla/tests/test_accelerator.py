@@ -116,10 +116,14 @@ class TestPlanResolution:
         with pytest.raises(MisconfigurationError, match="bf16-mixed"):
             resolve_plan(accelerator="tpu", devices=1, precision="16-mixed")
 
-    def test_plan_survives_pickling_for_spawned_workers(self, xla_cpu, monkeypatch):
+    def test_fabric_travels_to_worker_processes(self, xla_cpu, monkeypatch):
+        # torch_xla.launch pickles the job even when it forks: the Fabric and its strategy must survive it.
         from fabric_core import Fabric
+        from fabric_xla.launcher import _transport
 
         monkeypatch.setenv("CPU_NUM_DEVICES", "1")
         fabric = Fabric(accelerator="tpu", strategy="xla_fsdp", devices=1, precision="bf16-mixed")
-        clone = pickle.loads(pickle.dumps(fabric))
+        fabric.strategy.module_to_device
+        clone = pickle.loads(_transport(fabric))
         assert clone.strategy.name == "xla_fsdp" and clone.strategy.precision.name == "bf16-mixed"
+        assert pickle.loads(pickle.dumps(fabric.strategy)).name == "xla_fsdp"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import queue
 import signal
 import threading
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -120,11 +123,39 @@ class _InProcess:
         self.holder.append(self.function(*self.args, **self.kwargs))
 
 
+class _TransportPickler(pickle.Pickler):
+    """Pickles the job for the worker processes, sending weak containers over empty.
+
+    ``torch_xla.launch`` pickles the function even with ``fork``. Weak sets and dictionaries (a
+    Fabric's record of set-up modules, for example) cannot be pickled and only describe objects of
+    this process, which the workers do not share, so each worker starts with empty ones.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (weakref.WeakSet, weakref.WeakKeyDictionary, weakref.WeakValueDictionary)):
+            return type(obj), ()
+        return NotImplemented
+
+
+def _transport(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    _TransportPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def _rebuild_replica(job: bytes, events: Any) -> _Replica:
+    function, args, kwargs = pickle.loads(job)
+    return _Replica(function, args, kwargs, events)
+
+
 class _Replica:
     """What each replica runs: report its process, run ``function``, report the result or the failure."""
 
     def __init__(self, function: Callable[..., Any], args: tuple, kwargs: dict, events: Any) -> None:
         self.function, self.args, self.kwargs, self.events = function, args, kwargs, events
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_replica, (_transport((self.function, self.args, self.kwargs)), self.events)
 
     def __call__(self, index: int) -> None:
         import torch_xla.runtime as xr
