@@ -13,13 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ds_training as T
 import torch
 from fabric_core import Fabric
 from fabric_core.errors import MisconfigurationError
-from torch import nn
-
-import training as T
 from fabric_deepspeed import DeepSpeedStrategy, convert_zero_checkpoint_to_fp32_state_dict
+from torch import nn
 
 
 class Marker:
@@ -52,23 +51,47 @@ def parity_legs(fabric: Fabric, results: dict[str, Any], accelerator: str) -> No
     _leg(results, "stage2", lambda: T.train(_ds(accelerator, stage=2)))
     _leg(results, "stage3", lambda: T.train(_ds(accelerator, stage=3)))
     _leg(results, "stage2_offload", lambda: T.train(_ds(accelerator, stage=2, offload_optimizer=True)))
-    _leg(results, "stage3_offload", lambda: T.train(_ds(accelerator, stage=3, offload_optimizer=True, offload_parameters=True)))
+    _leg(
+        results,
+        "stage3_offload",
+        lambda: T.train(_ds(accelerator, stage=3, offload_optimizer=True, offload_parameters=True)),
+    )
     _leg(results, "stage3_adamw", lambda: T.train(_ds(accelerator, stage=3), optimizer="adamw", lr=0.01))
     _leg(results, "ddp_adamw", lambda: T.train(ddp(), optimizer="adamw", lr=0.01))
     # gradient accumulation: the DDP way (2 backwards, 1 step) and DeepSpeed's own counting
     _leg(results, "ddp_acc", lambda: T.train(ddp(), accumulate=2))
     for stage in (1, 2, 3):
         _leg(results, f"stage{stage}_acc", lambda s=stage: T.train(_ds(accelerator, stage=s), accumulate=2))
-    _leg(results, "stage2_engine_acc", lambda: T.train(_ds(accelerator, stage=2, gradient_accumulation_steps=2), accumulate=2, engine_accumulates=True))
+    _leg(
+        results,
+        "stage2_engine_acc",
+        lambda: T.train(
+            _ds(accelerator, stage=2, gradient_accumulation_steps=2), accumulate=2, engine_accumulates=True
+        ),
+    )
     # clipping: DeepSpeed's gradient_clipping against Fabric's clip_gradients under DDP
     _leg(results, "ddp_clip", lambda: T.train(ddp(), clip=0.05))
     _leg(results, "stage2_clip", lambda: T.train(_ds(accelerator, stage=2, gradient_clipping=0.05), clip=0.05))
     _leg(results, "clip_unconfigured", lambda: _clip_error(_ds(accelerator, stage=2)))
     # precision
     for precision in ("bf16-mixed", "bf16-true"):
-        _leg(results, f"stage2_{precision}", lambda p=precision: _precision_run(_ds(accelerator, precision=p, stage=2), p))
-    _leg(results, "stage3_bf16-mixed", lambda: _precision_run(_ds(accelerator, precision="bf16-mixed", stage=3), "bf16-mixed"))
+        _leg(
+            results,
+            f"stage2_{precision}",
+            lambda p=precision: _precision_run(_ds(accelerator, precision=p, stage=2), p),
+        )
+    _leg(
+        results,
+        "stage3_bf16-mixed",
+        lambda: _precision_run(_ds(accelerator, precision="bf16-mixed", stage=3), "bf16-mixed"),
+    )
     _leg(results, "ddp_full_batch", lambda: T.full_batch(ddp(), T.make_model())[0])
+    if accelerator == "cuda":
+        _leg(
+            results,
+            "stage2_16-mixed",
+            lambda: _precision_run(_ds(accelerator, precision="16-mixed", stage=2), "16-mixed"),
+        )
 
 
 def _clip_error(fabric: Fabric) -> str:
@@ -112,7 +135,9 @@ def feature_legs(results: dict[str, Any], tmp: Path, accelerator: str) -> None:
 def _init_module_stage3(fabric: Fabric) -> dict[str, Any]:
     with fabric.init_module():
         model = T.Net()
-    shapes = {name: (p.numel(), getattr(p, "ds_numel", None), p.ds_tensor.numel()) for name, p in model.named_parameters()}
+    shapes = {
+        name: (p.numel(), getattr(p, "ds_numel", None), p.ds_tensor.numel()) for name, p in model.named_parameters()
+    }
     losses = T.train(fabric, model=model, steps=12)
     return {"shapes": shapes, "losses": losses}
 
@@ -214,7 +239,9 @@ def _resume(accelerator: str, stage: int, path: Path) -> dict[str, Any]:
     fabric, model, opt, sched = _fresh(accelerator, stage)
     _steps(fabric, model, opt, 3, 0)
     fabric.save(path, {"model": model, "optimizer": opt, "scheduler": sched, "step": 3, "note": torch.arange(3)})
-    fabric.save(path, {"model": model, "optimizer": opt, "scheduler": sched, "step": 3, "note": torch.arange(3)})  # replaces it
+    fabric.save(
+        path, {"model": model, "optimizer": opt, "scheduler": sched, "step": 3, "note": torch.arange(3)}
+    )  # replaces it
     continued = _steps(fabric, model, opt, 3, 3)
 
     fabric2, model2, opt2, sched2 = _fresh(accelerator, stage)
@@ -237,7 +264,7 @@ def _resume(accelerator: str, stage: int, path: Path) -> dict[str, Any]:
 
 
 def _convert(accelerator: str, tmp: Path) -> dict[str, Any]:
-    fabric, model, opt, sched = _fresh(accelerator, 3)
+    fabric, model, opt, _ = _fresh(accelerator, 3)
     _steps(fabric, model, opt, 2, 0)
     folder, output = tmp / "to-convert", tmp / "consolidated.pt"
     fabric.save(folder, {"model": model, "optimizer": opt, "step": 2})
@@ -253,11 +280,15 @@ def _convert(accelerator: str, tmp: Path) -> dict[str, Any]:
     plain.load_state_dict(loaded["model"])
     with torch.no_grad():
         got = plain(x.cpu())
-    return {"max_diff": float((got - expected).abs().max()), "keys": sorted(k for k in loaded if not k.startswith("__")), "step": loaded["step"]}
+    return {
+        "max_diff": float((got - expected).abs().max()),
+        "keys": sorted(k for k in loaded if not k.startswith("__")),
+        "step": loaded["step"],
+    }
 
 
 def _safe_loading(accelerator: str, path: Path) -> dict[str, Any]:
-    fabric, model, opt, sched = _fresh(accelerator, 2)
+    fabric, model, opt, _ = _fresh(accelerator, 2)
     fabric.save(path, {"model": model, "optimizer": opt, "marker": Marker(7)})
     result: dict[str, Any] = {}
     try:
@@ -271,6 +302,7 @@ def _safe_loading(accelerator: str, path: Path) -> dict[str, Any]:
 
 
 def main_job(fabric: Fabric, tmp: str, accelerator: str = "cpu") -> dict[str, Any]:
+    """Run every leg; ``fabric`` was launched with ``DeepSpeedStrategy(stage=1)`` on two devices."""
     results: dict[str, Any] = {}
     parity_legs(fabric, results, accelerator)
     feature_legs(results, Path(tmp), accelerator)

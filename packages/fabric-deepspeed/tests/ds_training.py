@@ -63,7 +63,11 @@ def train(
     (``gradient_accumulation_steps`` in its config).
     """
     model = make_model() if model is None else model
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9) if optimizer == "sgd" else torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=lr)
+    )
     model, opt = fabric.setup(model, opt)
     loader = fabric.setup_dataloaders(DataLoader(dataset(), batch_size=BATCH, shuffle=False))
     losses: list[float] = []
@@ -91,7 +95,9 @@ def train(
     return losses
 
 
-def full_batch(fabric: Fabric, model: nn.Module, steps: int = 12, lr: float = 0.05) -> tuple[list[float], Any, torch.Tensor]:
+def full_batch(
+    fabric: Fabric, model: nn.Module, steps: int = 12, lr: float = 0.05
+) -> tuple[list[float], Any, torch.Tensor]:
     """Gradient descent on this rank's half of the data; returns (losses, wrapped model, last output)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model, opt = fabric.setup(model, opt)

@@ -46,7 +46,8 @@ def _classify(strategy: DeepSpeedStrategy, state: dict[str, Any]) -> tuple[str, 
     model_key, engine = found[0]
     record = strategy._engines.record_of(engine)
     optimizer_keys = [
-        k for k, v in state.items()
+        k
+        for k, v in state.items()
         if k != model_key and _is_optimizer(v) and strategy._engines.find_for_optimizer(v) is engine
     ]
     scheduler_keys = [k for k, v in state.items() if record.scheduler is not None and v is record.scheduler]
@@ -70,7 +71,9 @@ def save_deepspeed_checkpoint(
     if storage_options is not None:
         raise TypeError("DeepSpeed writes checkpoint folders itself; storage_options is not supported with it.")
     if is_remote(path):
-        raise MisconfigurationError(f"DeepSpeed writes checkpoints to a local (or shared) folder, not to {str(path)!r}.")
+        raise MisconfigurationError(
+            f"DeepSpeed writes checkpoints to a local (or shared) folder, not to {str(path)!r}."
+        )
     model_key, engine, optimizer_keys, scheduler_keys = _classify(strategy, state)
     engine_keys = {model_key, *optimizer_keys, *scheduler_keys}
     filtered = sorted(set(filter or {}) & engine_keys)

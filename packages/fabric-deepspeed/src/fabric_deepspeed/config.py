@@ -45,13 +45,17 @@ def load_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     if isinstance(config, (str, Path)):
         path = Path(config)
         if not path.is_file():
-            raise MisconfigurationError(f"DeepSpeed config file {str(path)!r} does not exist (config takes a dict or a JSON file path).")
+            raise MisconfigurationError(
+                f"DeepSpeed config file {str(path)!r} does not exist (config takes a dict or a JSON file path)."
+            )
         try:
             loaded = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise MisconfigurationError(f"DeepSpeed config file {str(path)!r} is not valid JSON: {err}") from None
         if not isinstance(loaded, dict):
-            raise MisconfigurationError(f"DeepSpeed config file {str(path)!r} must hold a JSON object, got {type(loaded).__name__}.")
+            raise MisconfigurationError(
+                f"DeepSpeed config file {str(path)!r} must hold a JSON object, got {type(loaded).__name__}."
+            )
         return loaded
     raise MisconfigurationError(f"config must be a dict or the path of a JSON file, got {type(config).__name__}.")
 
@@ -63,7 +67,9 @@ def _offload_device(name: str, value: bool | str | None) -> str | None:
         return "cpu"
     if value in OFFLOAD_DEVICES:
         return str(value)
-    raise MisconfigurationError(f"{name}={value!r} is not valid; pass True (cpu), False, or one of {', '.join(map(repr, OFFLOAD_DEVICES))}.")
+    raise MisconfigurationError(
+        f"{name}={value!r} is not valid; pass True (cpu), False, or one of {', '.join(map(repr, OFFLOAD_DEVICES))}."
+    )
 
 
 def _put(config: dict[str, Any], keys: tuple[str, ...], value: Any, argument: str) -> None:
@@ -72,7 +78,9 @@ def _put(config: dict[str, Any], keys: tuple[str, ...], value: Any, argument: st
     for key in keys[:-1]:
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise MisconfigurationError(f"DeepSpeed config entry {'.'.join(keys[:-1])!r} must be a dict, got {child!r}.")
+            raise MisconfigurationError(
+                f"DeepSpeed config entry {'.'.join(keys[:-1])!r} must be a dict, got {child!r}."
+            )
         node = child
     last = keys[-1]
     if last in node and node[last] != value:
@@ -105,7 +113,9 @@ def build_config(
         stage = DEFAULT_STAGE
     if stage is not None:
         if isinstance(stage, bool) or stage not in STAGES:
-            raise MisconfigurationError(f"stage={stage!r} is not a ZeRO stage; choose one of {', '.join(map(str, STAGES))}.")
+            raise MisconfigurationError(
+                f"stage={stage!r} is not a ZeRO stage; choose one of {', '.join(map(str, STAGES))}."
+            )
         _put(result, ("zero_optimization", "stage"), stage, "stage")
     zero_args: dict[str, Any] = {
         "allgather_bucket_size": allgather_bucket_size,
@@ -132,15 +142,29 @@ def build_config(
             _put(result, ("zero_optimization", section, "pin_memory"), pin_memory, "pin_memory")
         if device == "nvme":
             if not nvme_path:
-                raise MisconfigurationError(f"{argument}='nvme' needs nvme_path, the folder on the NVMe drive to offload to.")
+                raise MisconfigurationError(
+                    f"{argument}='nvme' needs nvme_path, the folder on the NVMe drive to offload to."
+                )
             _put(result, ("zero_optimization", section, "nvme_path"), str(nvme_path), "nvme_path")
     if gradient_accumulation_steps is not None:
-        if isinstance(gradient_accumulation_steps, bool) or not isinstance(gradient_accumulation_steps, int) or gradient_accumulation_steps < 1:
-            raise MisconfigurationError(f"gradient_accumulation_steps must be an int >= 1, got {gradient_accumulation_steps!r}.")
+        if (
+            isinstance(gradient_accumulation_steps, bool)
+            or not isinstance(gradient_accumulation_steps, int)
+            or gradient_accumulation_steps < 1
+        ):
+            raise MisconfigurationError(
+                f"gradient_accumulation_steps must be an int >= 1, got {gradient_accumulation_steps!r}."
+            )
         _put(result, ("gradient_accumulation_steps",), gradient_accumulation_steps, "gradient_accumulation_steps")
     if gradient_clipping is not None:
-        if isinstance(gradient_clipping, bool) or not isinstance(gradient_clipping, (int, float)) or gradient_clipping < 0:
-            raise MisconfigurationError(f"gradient_clipping must be a number >= 0 (0 turns clipping off), got {gradient_clipping!r}.")
+        if (
+            isinstance(gradient_clipping, bool)
+            or not isinstance(gradient_clipping, (int, float))
+            or gradient_clipping < 0
+        ):
+            raise MisconfigurationError(
+                f"gradient_clipping must be a number >= 0 (0 turns clipping off), got {gradient_clipping!r}."
+            )
         _put(result, ("gradient_clipping",), float(gradient_clipping), "gradient_clipping")
     for key, value in _DEFAULTS.items():
         if key == "train_micro_batch_size_per_gpu" and "train_batch_size" in result:
@@ -182,7 +206,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     """Refuse the combinations DeepSpeed cannot run, with the reason (before any process starts)."""
     stage = zero_stage(config)
     if stage not in STAGES:
-        raise MisconfigurationError(f"zero_optimization.stage={stage!r} is not a ZeRO stage; choose one of {', '.join(map(str, STAGES))}.")
+        raise MisconfigurationError(
+            f"zero_optimization.stage={stage!r} is not a ZeRO stage; choose one of {', '.join(map(str, STAGES))}."
+        )
     zero = config.get("zero_optimization") or {}
     for section in ("offload_optimizer", "offload_param"):
         device = offload_device(config, section)
@@ -214,7 +240,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for dtype_section in ("fp16", "bf16"):
         section = config.get(dtype_section)
         if section is not None and not isinstance(section, Mapping):
-            raise MisconfigurationError(f"DeepSpeed config entry {dtype_section!r} must be a dict like {{'enabled': true}}, got {section!r}.")
+            raise MisconfigurationError(
+                f"DeepSpeed config entry {dtype_section!r} must be a dict like {{'enabled': true}}, got {section!r}."
+            )
     if section_enabled(config, "fp16") and section_enabled(config, "bf16"):
         raise MisconfigurationError("The DeepSpeed config enables both fp16 and bf16; enable one.")
 

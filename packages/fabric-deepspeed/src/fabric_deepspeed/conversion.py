@@ -32,12 +32,16 @@ def convert_zero_checkpoint_to_fp32_state_dict(
 
     folder = Path(checkpoint_dir)
     if not (folder / "latest").is_file() and tag is None:
-        raise CheckpointError(f"{str(folder)!r} is not a DeepSpeed checkpoint folder (it has no 'latest' file naming the tag).")
+        raise CheckpointError(
+            f"{str(folder)!r} is not a DeepSpeed checkpoint folder (it has no 'latest' file naming the tag)."
+        )
     state_dict = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
     tag = tag or (folder / "latest").read_text().strip()
     model_files = sorted((folder / tag).glob("*mp_rank_00_model_states.pt"))
     if not model_files:
-        raise CheckpointError(f"{str(folder / tag)!r} holds no model-states file; is it a complete DeepSpeed checkpoint?")
+        raise CheckpointError(
+            f"{str(folder / tag)!r} holds no model-states file; is it a complete DeepSpeed checkpoint?"
+        )
     with torch.serialization.safe_globals(allowed_globals()):
         model_states = torch.load(model_files[0], map_location="cpu", weights_only=True)
     meta = model_states.get(META_KEY)

@@ -56,7 +56,11 @@ class EngineRegistry:
         for record in self._records:
             if record.optimizer is None:
                 continue
-            if optimizer is record.optimizer or optimizer is record.user_optimizer or optimizer is record.engine.optimizer:
+            if (
+                optimizer is record.optimizer
+                or optimizer is record.user_optimizer
+                or optimizer is record.engine.optimizer
+            ):
                 return record.engine
         return None
 
@@ -79,7 +83,9 @@ class EngineRegistry:
                     "pass the module returned by fabric.setup."
                 )
             if engine.optimizer is None:
-                raise MisconfigurationError("fabric.backward(loss, model=...) got a model set up without an optimizer; it cannot train.")
+                raise MisconfigurationError(
+                    "fabric.backward(loss, model=...) got a model set up without an optimizer; it cannot train."
+                )
             return engine
         trainable = [r.engine for r in self._records if r.optimizer is not None]
         if len(trainable) == 1:

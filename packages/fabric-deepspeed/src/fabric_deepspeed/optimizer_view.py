@@ -39,7 +39,9 @@ class _EngineDriven:
 def engine_optimizer_view(optimizer: Optimizer, engine: Any) -> Optimizer:
     """A view of ``optimizer`` whose step and zero_grad run through ``engine``."""
     cls = type(optimizer)
-    view_cls = type(f"DeepSpeed{cls.__name__}", (_EngineDriven, cls), {"_fabric_engine": engine, "__module__": __name__})
+    view_cls = type(
+        f"DeepSpeed{cls.__name__}", (_EngineDriven, cls), {"_fabric_engine": engine, "__module__": __name__}
+    )
     view = object.__new__(view_cls)
     view.__dict__ = optimizer.__dict__  # the same dict object: nothing can drift apart
     return view

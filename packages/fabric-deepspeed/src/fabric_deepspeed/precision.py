@@ -29,7 +29,14 @@ SUPPORTED: dict[str, tuple[torch.dtype, str | None]] = {
     "16-true": (torch.float16, "fp16"),
 }
 # fp16 defaults: dynamic loss scaling starting at 2**16 (the user's config may refine them).
-_FP16_DEFAULTS = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+_FP16_DEFAULTS = {
+    "enabled": True,
+    "loss_scale": 0,
+    "initial_scale_power": 16,
+    "loss_scale_window": 1000,
+    "hysteresis": 2,
+    "min_loss_scale": 1,
+}
 
 
 def check_supported(name: str, accelerator_name: str) -> None:

@@ -86,19 +86,34 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
     ) -> None:
         require_deepspeed()
         super().__init__(
-            start_method=start_method, process_group_backend=process_group_backend, timeout=timeout,
-            accelerator=accelerator, precision=precision, checkpoint_io=checkpoint_io,
-            cluster_environment=cluster_environment, parallel_devices=parallel_devices,
+            start_method=start_method,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            accelerator=accelerator,
+            precision=precision,
+            checkpoint_io=checkpoint_io,
+            cluster_environment=cluster_environment,
+            parallel_devices=parallel_devices,
         )
         self.config: dict[str, Any] = build_config(
-            load_config(config), stage=stage, offload_optimizer=offload_optimizer,
-            offload_parameters=offload_parameters, nvme_path=nvme_path, pin_memory=pin_memory,
-            allgather_bucket_size=allgather_bucket_size, reduce_bucket_size=reduce_bucket_size,
-            contiguous_gradients=contiguous_gradients, overlap_comm=overlap_comm, sub_group_size=sub_group_size,
-            gradient_accumulation_steps=gradient_accumulation_steps, gradient_clipping=gradient_clipping,
+            load_config(config),
+            stage=stage,
+            offload_optimizer=offload_optimizer,
+            offload_parameters=offload_parameters,
+            nvme_path=nvme_path,
+            pin_memory=pin_memory,
+            allgather_bucket_size=allgather_bucket_size,
+            reduce_bucket_size=reduce_bucket_size,
+            contiguous_gradients=contiguous_gradients,
+            overlap_comm=overlap_comm,
+            sub_group_size=sub_group_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            gradient_clipping=gradient_clipping,
         )
         if isinstance(logging_level, bool) or not isinstance(logging_level, int):
-            raise MisconfigurationError(f"logging_level must be a logging level such as logging.WARNING, got {logging_level!r}.")
+            raise MisconfigurationError(
+                f"logging_level must be a logging level such as logging.WARNING, got {logging_level!r}."
+            )
         self.logging_level = logging_level
         self._engines = EngineRegistry()
         self._environment_changes: dict[str, str | None] = {}
@@ -114,6 +129,10 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         # Stages 0/1 reduce gradients only in optimizer.step(), so backward never communicates; stages
         # 2/3 reduce-scatter in every backward (that is how they shard gradients) and cannot skip it.
         return self.zero_stage <= 1
+
+    def requires_fabric_backward(self) -> bool:
+        """Backward and step must run through the engine (loss scaling, ZeRO's reduction epilogue)."""
+        return True
 
     @property
     def engines(self) -> list[Any]:
@@ -195,7 +214,9 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
             )
         optimizer = optimizers[0] if optimizers else None
         if scheduler is not None and optimizer is None:
-            raise ValueError("A scheduler was passed to fabric.setup without an optimizer; DeepSpeed steps it with the optimizer.")
+            raise ValueError(
+                "A scheduler was passed to fabric.setup without an optimizer; DeepSpeed steps it with the optimizer."
+            )
         engine = self._initialize_engine(module, optimizer, scheduler)
         if optimizer is None:
             return engine, [], scheduler
@@ -206,7 +227,9 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         return self._initialize_engine(module, None, None)
 
     def setup_optimizer(self, optimizer: Optimizer) -> Optimizer:
-        raise RuntimeError("DeepSpeed sets up model and optimizer together: use model, optimizer = fabric.setup(model, optimizer).")
+        raise RuntimeError(
+            "DeepSpeed sets up model and optimizer together: use model, optimizer = fabric.setup(model, optimizer)."
+        )
 
     def _initialize_engine(self, module: Module, optimizer: Optimizer | None, scheduler: Any) -> Any:
         import deepspeed
@@ -254,7 +277,12 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         return nullcontext()  # stages 0/1 already defer the reduction to optimizer.step()
 
     def clip_gradients_norm(
-        self, module: Module, optimizer: Optimizer, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = True
+        self,
+        module: Module,
+        optimizer: Optimizer,
+        max_norm: float,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = True,
     ) -> Tensor | None:
         """DeepSpeed clips inside its optimizer step; this checks that the engine is set to clip the same way.
 
@@ -264,7 +292,9 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         engine = self._engines.for_optimizer(optimizer)
         configured = float(engine.gradient_clipping() or 0.0)
         if float(norm_type) != 2.0:
-            raise MisconfigurationError(f"DeepSpeed clips the L2 norm of the gradients; norm_type={norm_type} is not supported.")
+            raise MisconfigurationError(
+                f"DeepSpeed clips the L2 norm of the gradients; norm_type={norm_type} is not supported."
+            )
         if configured > 0 and abs(configured - float(max_norm)) <= 1e-12 * max(1.0, configured):
             return None
         setting = f"it is set to clip at {configured}" if configured > 0 else "clipping is off"
@@ -327,7 +357,9 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
 
     def __repr__(self) -> str:
         offload = [s for s in ("offload_optimizer", "offload_param") if offload_device(self.config, s)]
-        return f"{type(self).__name__}(stage={self.zero_stage}, offload={offload or None}, precision={self.precision!r})"
+        return (
+            f"{type(self).__name__}(stage={self.zero_stage}, offload={offload or None}, precision={self.precision!r})"
+        )
 
 
 def _is_partitioned(module: Module) -> bool:
