@@ -358,3 +358,46 @@ def test_subclass_run_style():
             return value + model(torch.ones(1, 4)).shape[1]
 
     assert MyFabric(accelerator="cpu").run(1) == 4
+
+
+def _scaled_precision():
+    from fabric_core.precision.mixed import MixedPrecision
+
+    return MixedPrecision("16-mixed", torch.bfloat16, "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=1024.0))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true", "64-true", "scaler"])
+def test_clip_gradients_under_every_precision(precision):
+    plugins = [_scaled_precision()] if precision == "scaler" else None
+    fabric = Fabric(accelerator="cpu", precision="32-true" if plugins else precision, plugins=plugins)
+    model = Net()
+    fmodel, fopt = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    fabric.backward(fmodel(torch.randn(8, 4) * 50).sum())
+    norm = fabric.clip_gradients(fmodel, fopt, max_norm=0.5)
+    assert float(norm) > 0.5
+    total = torch.linalg.vector_norm(torch.stack([p.grad.float().norm() for p in model.parameters()]))
+    # with a scaler the gradients were unscaled first, so the clipped norm is in real units
+    assert float(total) == pytest.approx(0.5, rel=2e-2)
+    fopt.step()  # the scaler knows the gradients are already unscaled
+    if precision == "scaler":
+        assert fabric.strategy.precision.scaler.get_scale() == 1024.0
+
+
+def test_scaler_state_is_saved_and_restored_with_the_checkpoint(tmp_path):
+    fabric = Fabric(accelerator="cpu", plugins=[_scaled_precision()])
+    model = Net()
+    fmodel, fopt = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    fabric.backward(fmodel(torch.randn(2, 4)).sum() * float("inf"))
+    fopt.step()  # overflow: the step is skipped and the scale halves
+    assert fabric.strategy.precision.skipped_steps == 1
+    fabric.save(tmp_path / "c.pt", {"model": fmodel})
+    other = Fabric(accelerator="cpu", plugins=[_scaled_precision()])
+    assert other.load(tmp_path / "c.pt", {"model": other.setup(Net())}) == {}
+    assert other.strategy.precision.scaler.get_scale() == 512.0
+
+
+def test_sharded_model_is_the_reference_name_of_init_module():
+    fabric = Fabric(accelerator="cpu", precision="bf16-true")
+    with fabric.sharded_model():
+        layer = nn.Linear(2, 2)
+    assert layer.weight.dtype == torch.bfloat16

@@ -61,6 +61,9 @@ def main(fabric, task, folder):
         fabric.backward(model(x).sum())
         g = model.module[0].weight.grad
         result["synced"] = g.full_tensor().abs().sum().item() if hasattr(g, "full_tensor") else g.abs().sum().item()
+        result["clip_norm"] = float(fabric.clip_gradients(model, optimizer, max_norm=0.01))
+        g = model.module[0].weight.grad
+        result["clipped"] = g.full_tensor().abs().sum().item() if hasattr(g, "full_tensor") else g.abs().sum().item()
     elif task == "save":
         with fabric.init_module(empty_init=True):
             model = make_model()
@@ -106,6 +109,9 @@ def test_fsdp_trains_like_ddp_and_shards_parameters(script_runner, tmp_path):
     assert fsdp["sharded_rows"] == 4  # 8 rows split over 2 ranks
     # accumulated without sync, then one synchronised backward: FSDP and DDP agree on the reduced gradient
     assert fsdp["synced"] == pytest.approx(ddp["synced"], rel=1e-5)
+    # clip_gradients sees the norm of the whole (sharded) model and clips it the same way
+    assert fsdp["clip_norm"] == pytest.approx(ddp["clip_norm"], rel=1e-5) and fsdp["clip_norm"] > 0.01
+    assert fsdp["clipped"] == pytest.approx(ddp["clipped"], rel=1e-4) and fsdp["clipped"] < fsdp["synced"]
     assert ddp["unsynced"] != pytest.approx(ddp["synced"] / 2, rel=1e-3)  # rank 0 had only its own gradient
 
 

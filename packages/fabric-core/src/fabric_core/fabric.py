@@ -72,6 +72,16 @@ class Fabric:
             user_run = self.run
             self.run = functools.partial(self._run_impl, user_run)  # type: ignore[method-assign]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to spawned workers: the weak set of modules set up here does not travel (and cannot pickle).
+        state = self.__dict__.copy()
+        state["_set_up_modules"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._set_up_modules = weakref.WeakSet()
+
     # ------------------------------------------------------------------ properties
     @property
     def strategy(self) -> Any:
