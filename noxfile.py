@@ -131,6 +131,32 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "-f", "docs/mkdocs.yml", "-d", str(Path(session.create_tmp()) / "site"))
 
 
+def _has_nvidia_gpu() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return False
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def _has_tpu() -> bool:
+    import glob
+
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")) or "TPU_NAME" in os.environ
+
+
+def _require_or_skip(session: nox.Session, present: bool, what: str) -> None:
+    """Skip the hardware leg where the hardware is absent, unless the runner says it is required."""
+    if present:
+        return
+    message = f"this machine has no {what}"
+    if os.environ.get("FABRIC_REQUIRE_HARDWARE") == "1":
+        session.error(f"FABRIC_REQUIRE_HARDWARE=1 but {message}")
+    session.skip(f"{message}; the {session.name} leg runs where it exists (set FABRIC_REQUIRE_HARDWARE=1 to make this fatal)")
+
+
 def _hardware_session(session: nox.Session, marker: str, packages: tuple[str, ...], torch: tuple[str, ...]) -> None:
     _install(session, *packages, extra=("numpy", "scikit-learn"), torch=torch)
     session.env["FABRIC_HARDWARE_LEG"] = marker
@@ -141,6 +167,7 @@ def _hardware_session(session: nox.Session, marker: str, packages: tuple[str, ..
 @nox.session(default=False)
 def cuda(session: nox.Session) -> None:
     """Hardware leg: every test marked `cuda` on a real GPU (skips without one unless FABRIC_REQUIRE_HARDWARE=1)."""
+    _require_or_skip(session, _has_nvidia_gpu(), "NVIDIA GPU")
     _hardware_session(
         session,
         "cuda",
@@ -152,6 +179,7 @@ def cuda(session: nox.Session) -> None:
 @nox.session(default=False)
 def tpu(session: nox.Session) -> None:
     """Hardware leg: every test marked `tpu` on a real TPU with PJRT_DEVICE=TPU (skips without one)."""
+    _require_or_skip(session, _has_tpu(), "TPU")
     session.env["PJRT_DEVICE"] = "TPU"
     _hardware_session(session, "tpu", ("fabric-xla",), XLA_TORCH)
 
