@@ -130,6 +130,8 @@ def feature_legs(results: dict[str, Any], tmp: Path, accelerator: str) -> None:
         _leg(results, f"resume_stage{stage}", lambda s=stage: _resume(accelerator, s, tmp / f"ckpt-stage{s}"))
     _leg(results, "convert_stage3", lambda: _convert(accelerator, tmp))
     _leg(results, "safe_loading", lambda: _safe_loading(accelerator, tmp / "unsafe"))
+    _leg(results, "load_errors", lambda: _load_errors(accelerator, tmp))
+    _leg(results, "setup_module_stage3", lambda: _setup_module_stage3(_ds(accelerator, stage=3)))
 
 
 def _init_module_stage3(fabric: Fabric) -> dict[str, Any]:
@@ -299,6 +301,34 @@ def _safe_loading(accelerator: str, path: Path) -> dict[str, Any]:
     remainder = fabric.load(path, {"model": model, "optimizer": opt}, weights_only=False)
     result["trusted"] = type(remainder.get("marker")).__name__
     return result
+
+
+def _load_errors(accelerator: str, tmp: Path) -> dict[str, str]:
+    fabric, model, opt, _ = _fresh(accelerator, 2)
+    fabric.save(tmp / "plain.pt", {"step": 1})  # no DeepSpeed model in it: one ordinary file
+    fabric.save(tmp / "folder", {"model": model, "optimizer": opt})
+    messages = {"plain_is_file": str((tmp / "plain.pt").is_file())}
+    for name, call in {
+        "plain_into_engine": lambda: fabric.load(tmp / "plain.pt", {"model": model}),
+        "folder_without_state": lambda: fabric.load(tmp / "folder"),
+    }.items():
+        try:
+            call()
+            messages[name] = "no error"
+        except MisconfigurationError as err:
+            messages[name] = str(err)
+    messages["plain_step"] = str(fabric.load(tmp / "plain.pt")["step"])
+    return messages
+
+
+def _setup_module_stage3(fabric: Fabric) -> float:
+    """A frozen model set up without optimizer (a teacher) forwards like the plain model."""
+    teacher = fabric.setup_module(T.make_model())
+    x = T.dataset().tensors[0][:5]
+    with torch.no_grad():
+        got = teacher(x.to(fabric.device)).cpu()
+        expected = T.make_model()(x)
+    return float((got - expected).abs().max())
 
 
 def main_job(fabric: Fabric, tmp: str, accelerator: str = "cpu") -> dict[str, Any]:

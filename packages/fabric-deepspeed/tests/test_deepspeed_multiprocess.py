@@ -150,6 +150,17 @@ def test_loading_is_weights_only_unless_trusted(results) -> None:
     assert run["trusted"] == "Marker"
 
 
+def test_loading_says_what_a_deepspeed_checkpoint_needs(results) -> None:
+    run = leg(results, "load_errors")
+    assert run["plain_is_file"] == "True" and run["plain_step"] == "1"
+    assert "is not a DeepSpeed checkpoint folder" in run["plain_into_engine"]
+    assert "pass the state to restore into" in run["folder_without_state"]
+
+
+def test_model_without_optimizer_forwards_under_stage3(results) -> None:
+    assert leg(results, "setup_module_stage3") < 1e-6
+
+
 def test_named_strategy_in_a_user_script_relaunched_by_fabric(tmp_path) -> None:
     """`deepspeed_stage_3_offload` by name, bf16, the default launch (the script re-runs itself for rank 1)."""
     out = tmp_path / "out.json"

@@ -126,28 +126,11 @@ def load_deepspeed_checkpoint(
     if not isinstance(meta, dict):
         # A folder written by DeepSpeed directly (not by fabric.save): its client state is all the user's.
         meta = {"model": model_key, "optimizers": [], "schedulers": [], "client_keys": sorted(client_state)}
-    if strict:
-        _check_saved(meta, path, optimizer_keys, scheduler_keys)
     client = {k: client_state[k] for k in meta.get("client_keys", []) if k in client_state}
     rest = {k: v for k, v in state.items() if k not in {model_key, *optimizer_keys, *scheduler_keys}}
     remainder = restore_state(strategy, client, rest, strict=strict, path=path)
     state.update(rest)  # plain values restore_state put into ``rest`` belong in the caller's dict
     return remainder
-
-
-def _check_saved(meta: dict[str, Any], path: Path, optimizer_keys: list[str], scheduler_keys: list[str]) -> None:
-    saved_optimizers = meta.get("optimizers") or []
-    if optimizer_keys and not saved_optimizers:
-        raise CheckpointError(
-            f"Checkpoint {str(path)!r} was saved without the optimizer, but the state asks for {optimizer_keys}. "
-            "Pass strict=False to restore only the model."
-        )
-    saved_schedulers = meta.get("schedulers") or []
-    if scheduler_keys and not saved_schedulers:
-        raise CheckpointError(
-            f"Checkpoint {str(path)!r} was saved without the scheduler, but the state asks for {scheduler_keys}. "
-            "Pass strict=False to restore the rest."
-        )
 
 
 def recover(strategy: DeepSpeedStrategy, path: Path) -> None:
