@@ -36,6 +36,10 @@ def test_not_available_without_tpu_or_pjrt_device(monkeypatch):
     if XLAAccelerator.is_available():
         pytest.skip("this machine has a TPU")
     assert not XLAAccelerator.is_available()
+    from fabric_xla.probe import installation_problem
+
+    expected = installation_problem() or "PJRT_DEVICE=CPU"  # the first thing missing is what is reported
+    assert expected in XLAAccelerator.unavailable_reason()
 
 
 def test_parse_devices(xla_cpu):

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 #: Beats the CPU (0); only used on a real TPU (see ``_XLAAcceleratorMeta``).
 TPU_AUTO_PRIORITY = 20
 SUPPORTED_PRECISIONS = ("32-true", "bf16-true", "bf16-mixed")
+NO_DEVICE = (
+    "no TPU chip is attached to this machine and PJRT_DEVICE is not set. On a TPU VM check that the TPU is "
+    "visible; to run on PyTorch/XLA's CPU device (for tests) set PJRT_DEVICE=CPU, and CPU_NUM_DEVICES=N for N "
+    "virtual devices"
+)
 
 
 class _XLAAcceleratorMeta(ABCMeta):
@@ -54,6 +59,19 @@ class XLAAccelerator(Accelerator, metaclass=_XLAAcceleratorMeta):
             return probe.installation_problem() is None and probe.device_configured()
         except Exception:
             return False
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """What is missing: a usable torch_xla, or a device (with how to get one)."""
+        try:
+            problem = probe.installation_problem()
+        except Exception as err:
+            return f"the installation could not be checked: {err}"
+        if problem is not None:
+            return problem
+        if not probe.device_configured():
+            return NO_DEVICE
+        return None
 
     @staticmethod
     def auto_device_count() -> int:

@@ -17,15 +17,10 @@ def __getattr__(name: str) -> Any:
     if name != "XLAAccelerator":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from fabric_xla import probe
+    from fabric_xla.accelerator import NO_DEVICE, XLAAccelerator
     from fabric_xla.xla_import import check_installation
 
     check_installation()
     if not probe.device_configured():
-        raise XLAUnavailableError(
-            "No XLA device to run on: no TPU chip is attached to this machine and PJRT_DEVICE is not set. "
-            "On a TPU VM check that the TPU is visible; to run on PyTorch/XLA's CPU device (for tests) set "
-            "PJRT_DEVICE=CPU, and CPU_NUM_DEVICES=N for N virtual devices."
-        )
-    from fabric_xla.accelerator import XLAAccelerator
-
+        raise XLAUnavailableError(f"No XLA device to run on: {NO_DEVICE}.")
     return XLAAccelerator
