@@ -181,7 +181,7 @@ def tpu(session: nox.Session) -> None:
     """Hardware leg: every test marked `tpu` on a real TPU with PJRT_DEVICE=TPU (skips without one)."""
     _require_or_skip(session, _has_tpu(), "TPU")
     session.env["PJRT_DEVICE"] = "TPU"
-    _hardware_session(session, "tpu", ("fabric-xla",), XLA_TORCH)
+    _hardware_session(session, "tpu", ("fabric-xla",), ("torch==2.9.0", "torch_xla[tpu]==2.9.0"))  # libtpu comes with [tpu]
 
 
 @nox.session(default=False)
