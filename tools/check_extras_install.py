@@ -78,7 +78,8 @@ def _record_lines(text: str) -> set[str]:
 
 
 def run(command: list[str], what: str) -> str:
-    print(f"$ {' '.join(command)}", flush=True)
+    shown = [c if "\n" not in c else "<probe>" for c in command]
+    print(f"$ {' '.join(shown)}", flush=True)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise CheckFailed(f"{what} failed (exit {result.returncode}):\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
@@ -132,7 +133,32 @@ def check(extras: list[str], torch_pin: str, work: Path, isolation: bool = True)
             raise CheckFailed(
                 f"{name} in the venv is not the wheel just built ({len(missing)} files differ, e.g. {sorted(missing)[0]})"
             )
+    check_registered(probe["plugins"], dists, expected)
     return {"installed": {n: installed[n]["version"] for n in sorted(ours)}, "plugins": probe["plugins"]}
+
+
+_KINDS = {
+    "fabric_core.accelerators": "accelerator",
+    "fabric_core.strategies": "strategy",
+    "fabric_core.precision": "precision",
+}
+
+
+def check_registered(plugins: dict[str, list[str]], dists: dict[str, Distribution], expected: set[str]) -> None:
+    """The installed siblings' plugin names are registered; names only absent siblings provide are not."""
+
+    def names(dist: Distribution) -> set[tuple[str, str]]:
+        return {(kind, name) for group, kind in _KINDS.items() for name in dist.entry_points.get(group, {})}
+
+    present = {(kind, name) for kind, found in plugins.items() for name in found}
+    wanted = set().union(*(names(dists[d]) for d in expected))
+    missing = wanted - present
+    if missing:
+        raise CheckFailed(f"installed siblings' plugins are not registered: {sorted(missing)}")
+    foreign = {item for d in set(dists) - expected for item in names(dists[d])} - wanted
+    leaked = foreign & present
+    if leaked:
+        raise CheckFailed(f"plugins of packages that should not be installed are registered: {sorted(leaked)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(f"installed of ours: {', '.join(f'{n} {v}' for n, v in result['installed'].items())}")
     for kind, names in result["plugins"].items():
-        print(f"registered {kind}s: {', '.join(names)}")
+        print(f"registered {kind} names: {', '.join(names)}")
     print(f"OK: fabric-core[{','.join(extras)}] installed exactly {', '.join(result['installed'])}")
     return 0
 
