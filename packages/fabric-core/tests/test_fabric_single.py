@@ -149,6 +149,9 @@ def test_dataloader_wrapper_moves_batches_through_the_strategy():
     moved = []
 
     class Recording:
+        def process_dataloader(self, dataloader, device):
+            return None
+
         def batch_to_device(self, batch, device):
             moved.append(device)
             return batch
@@ -401,3 +404,43 @@ def test_sharded_model_is_the_reference_name_of_init_module():
     with fabric.sharded_model():
         layer = nn.Linear(2, 2)
     assert layer.weight.dtype == torch.bfloat16
+
+
+def test_two_fabrics_in_one_process_do_not_interfere():
+    first = Fabric(accelerator="cpu", precision="bf16-true")
+    second = Fabric(accelerator="cpu", precision="64-true")
+    a, b = first.setup(Net()), second.setup(Net())
+    assert a.module.layer.weight.dtype == torch.bfloat16 and b.module.layer.weight.dtype == torch.float64
+    assert a(torch.ones(1, 4)).dtype == b(torch.ones(1, 4)).dtype == torch.float32
+    assert first.strategy is not second.strategy and first.strategy.precision is not second.strategy.precision
+
+
+def test_wrapped_optimizer_follows_load_state_dict():
+    fabric = Fabric(accelerator="cpu")
+    model = Net()
+    fmodel, fopt = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    state = fopt.state_dict()
+    state["param_groups"][0]["lr"] = 0.5
+    fopt.load_state_dict(state)
+    assert fopt.param_groups[0]["lr"] == fopt.optimizer.param_groups[0]["lr"] == 0.5
+    scheduler = torch.optim.lr_scheduler.StepLR(fopt, step_size=1, gamma=0.1)
+    fabric.backward(fmodel(torch.randn(2, 4)).sum())
+    fopt.step()
+    scheduler.step()
+    assert fopt.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_strategy_hooks_for_one_process_driving_all_devices_and_dataloader_processing():
+    from fabric_core.strategies.single_device import SingleDeviceStrategy
+
+    class AllDevices(SingleDeviceStrategy):
+        one_process_drives_all_devices = True
+
+        def process_dataloader(self, dataloader, device):
+            return ([x * 10 for x in batch] for batch in dataloader)
+
+    fabric = Fabric(accelerator="cpu", strategy=AllDevices(), devices=2)
+    assert fabric.world_size == 1
+    loader = fabric.setup_dataloaders(DataLoader(TensorDataset(torch.ones(2, 1)), batch_size=2))
+    loader.__dict__["_device"] = torch.device("cpu")  # as on an accelerator: the strategy's loader is used
+    assert [b[0].tolist() for b in loader] == [[[10.0], [10.0]]]

@@ -112,10 +112,10 @@ def _choose_accelerator(accelerator: Any) -> Accelerator:
                 cls = registry.load("accelerator", name)
             except ImportError:
                 continue  # a broken optional backend must not stop CPU training
-            if cls.is_available():
-                candidates.append(cls)
-        best = max(candidates, key=lambda c: c.auto_priority)
-        return best()
+            priority = cls.auto_select_priority()
+            if priority is not None:
+                candidates.append((priority, cls))
+        return max(candidates, key=lambda pair: pair[0])[1]()
     if not isinstance(accelerator, str):
         raise MisconfigurationError(
             f"accelerator must be a name or an Accelerator instance, got {type(accelerator).__name__}. "
@@ -212,7 +212,7 @@ def resolve_plan(
             f"strategy {strategy_obj.name!r} does not run on accelerator {accelerator_obj.name!r}; it supports "
             f"{', '.join(repr(a) for a in supported)}."
         )
-    if not strategy_obj.is_distributed and num_processes > 1:
+    if not strategy_obj.is_distributed and num_processes > 1 and not strategy_obj.one_process_drives_all_devices:
         raise MisconfigurationError(
             f"strategy {strategy_obj.name!r} runs one process, but devices={request.devices!r} and num_nodes={num_nodes} "
             f"ask for {num_processes}. Use strategy='ddp' (or 'auto') for several devices."

@@ -34,6 +34,15 @@ class Accelerator(ABC):
         """Whether this machine has at least one usable device of this kind."""
 
     @classmethod
+    def auto_select_priority(cls) -> int | None:
+        """Priority for ``accelerator="auto"``, or ``None`` when "auto" must not pick this accelerator.
+
+        Defaults to ``auto_priority`` where available. A backend that can run on an emulated device
+        (XLA on the CPU) returns ``None`` there while still accepting an explicit request.
+        """
+        return cls.auto_priority if cls.is_available() else None
+
+    @classmethod
     def unavailable_reason(cls) -> str | None:
         """Why ``is_available()`` is False (shown to the user), or ``None`` when there is nothing to add."""
         return None

@@ -36,7 +36,8 @@ class Strategy(ABC):
     - ``requires_module_before_optimizer``: ``True`` when parameters change identity during module
       setup (sharding), so the optimizer must be created after ``setup_module``.
     - ``supports_no_backward_sync``: whether ``no_backward_sync`` really skips gradient
-      communication; when ``False`` Fabric warns and runs normally.
+      communication; when ``False`` Fabric warns and runs normally. It may be an instance property
+      where it depends on the configuration (a ZeRO stage).
     - ``accelerator``, ``precision``, ``checkpoint_io``, ``cluster_environment`` and
       ``parallel_devices`` are filled in by plan resolution before ``setup_environment``.
     - Collectives take and return tensors on ``root_device``.
@@ -47,6 +48,11 @@ class Strategy(ABC):
     requires_joint_setup: ClassVar[bool] = False
     requires_module_before_optimizer: ClassVar[bool] = False
     supports_no_backward_sync: ClassVar[bool] = False
+    #: ``True`` when one process drives every device (SPMD): several devices, yet one process.
+    one_process_drives_all_devices: ClassVar[bool] = False
+    #: ``True`` when the wrapper built in ``setup_module`` holds the parameters itself (XLA FSDP):
+    #: parameters and state dicts are then read through the wrapper and the strategy.
+    wrapper_owns_parameters: ClassVar[bool] = False
     #: accelerator names this strategy can run on; ``None`` means any.
     supported_accelerators: ClassVar[tuple[str, ...] | None] = None
 
@@ -181,6 +187,11 @@ class Strategy(ABC):
         """Context under which new tensors get created on ``root_device``."""
         return self.root_device
 
+    def process_dataloader(self, dataloader: Any, device: torch.device | None) -> Any:
+        """An iterable replacing ``dataloader`` that yields batches already on ``device`` (XLA's
+        background loader), or ``None`` to move each batch with ``batch_to_device``."""
+        return None
+
     def batch_to_device(self, batch: Any, device: torch.device | None = None) -> Any:
         """Move every tensor in ``batch`` to ``device`` (default: ``root_device``)."""
         from fabric_core.utilities.apply_func import move_to_device
@@ -197,6 +208,10 @@ class Strategy(ABC):
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         """Step ``optimizer`` through the precision plugin."""
         return self.precision.optimizer_step(optimizer, **kwargs)
+
+    def optimizer_zero_grad(self, optimizer: Optimizer, set_to_none: bool = True) -> None:
+        """Clear the gradients of ``optimizer`` (engines that own the gradients override this)."""
+        optimizer.zero_grad(set_to_none=set_to_none)
 
     def no_backward_sync(self, module: Module, enabled: bool) -> AbstractContextManager:
         """Skip gradient synchronisation for ``module`` while the context is open."""

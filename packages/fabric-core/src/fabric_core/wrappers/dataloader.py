@@ -74,13 +74,15 @@ class _FabricDataLoader:
             current_rng = torch.get_rng_state()
             torch.set_rng_state(resume["rng"])  # the loader draws its shuffle seed as it did then
         self.__dict__["_epoch_start_rng"] = torch.get_rng_state()
-        iterator = iter(self._dataloader)
+        strategy, device = self._strategy, self._device
+        source = strategy.process_dataloader(self._dataloader, device) if strategy is not None else None
+        iterator = iter(self._dataloader if source is None else source)
         for _ in range(skip):
             next(iterator, None)
         if current_rng is not None:
             torch.set_rng_state(current_rng)
         self.__dict__["_batches_yielded"] = skip
-        device, move = self._device, self._strategy.batch_to_device if self._device is not None else None
+        move = strategy.batch_to_device if device is not None and source is None else None
         state = self.__dict__
         for batch in iterator:
             state["_batches_yielded"] += 1

@@ -132,6 +132,8 @@ class _FabricModule(Module):
         return call_through_wrapper
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        if self._strategy.wrapper_owns_parameters and not args and not kwargs:
+            return self._strategy.get_module_state_dict(self._original_module)
         return self._original_module.state_dict(*args, **kwargs)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -140,7 +142,8 @@ class _FabricModule(Module):
     def named_parameters(
         self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, torch.nn.Parameter]]:
-        return self._original_module.named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
+        owner = self._forward_call if self._strategy.wrapper_owns_parameters else self._original_module
+        return owner.named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate)
 
     def __getattr__(self, name: str) -> Any:
         if name in _INTERNAL:

@@ -9,17 +9,18 @@ from torch.optim import Optimizer
 if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
 
-# Attributes the wrapper defines itself; everything else is shared with the wrapped optimizer.
-_OWN = ("step", "zero_grad", "state_dict", "load_state_dict", "__del__")
+# Attributes the wrapper defines itself or forwards live (``load_state_dict`` replaces ``param_groups``
+# on the wrapped optimizer, so a copy would go stale); everything else is copied once.
+_OWN = ("step", "zero_grad", "state_dict", "load_state_dict", "__del__", "param_groups", "state", "defaults")
 
 
 class _FabricOptimizer:
     """What ``fabric.setup`` returns for an optimizer.
 
     Its class is made at wrap time as a subclass of both this class and the user's optimizer class,
-    so ``isinstance(opt, torch.optim.SGD)`` holds. It shares the wrapped optimizer's attribute
-    dictionary (``param_groups`` and ``state`` are the same objects), so an LR scheduler built on
-    either one sees the same learning rates.
+    so ``isinstance(opt, torch.optim.SGD)`` holds. ``param_groups``, ``state`` and ``defaults`` are
+    read from the wrapped optimizer every time, so an LR scheduler built on either one sees the same
+    learning rates, also after ``load_state_dict``.
     """
 
     def __init__(self, optimizer: Optimizer, strategy: Strategy, callbacks: list[Any] | None = None) -> None:
@@ -28,6 +29,30 @@ class _FabricOptimizer:
         self._optimizer = optimizer
         self._strategy = strategy
         self._callbacks = callbacks or []
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self._optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self._optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:
+        return self._optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._optimizer.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self._optimizer.defaults = value
 
     @property
     def optimizer(self) -> Optimizer:
@@ -50,7 +75,7 @@ class _FabricOptimizer:
         return output
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self._optimizer.zero_grad(set_to_none=set_to_none)
+        self._strategy.optimizer_zero_grad(self._optimizer, set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
         return self._strategy.get_optimizer_state(self._optimizer)
