@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from fabric_core.checkpoint.atomic import fsync_dir
+
 STAGING_SUFFIX = ".fabric-saving"
 BACKUP_SUFFIX = ".fabric-previous"
 
@@ -47,7 +49,7 @@ def commit_staging(path: Path) -> None:
     if path.exists() or path.is_symlink():
         os.replace(path, backup)
     os.replace(staging, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     _remove(backup)
 
 
@@ -56,16 +58,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
