@@ -25,10 +25,14 @@ def xla_cpu(monkeypatch):
 
 
 def test_priority_keeps_auto_off_xla_cpu_and_on_tpu(monkeypatch):
+    from fabric_xla import probe
+
+    monkeypatch.setattr(probe, "installation_problem", lambda: None)  # as where torch_xla is installed
     monkeypatch.setenv("PJRT_DEVICE", "CPU")
-    assert XLAAccelerator.auto_priority < 0  # below the CPU accelerator (0)
+    assert XLAAccelerator.auto_select_priority() is None  # "auto" never picks the emulated device
+    assert XLAAccelerator.is_available()  # ... while accelerator="tpu" still reaches it
     monkeypatch.setenv("PJRT_DEVICE", "TPU")
-    assert XLAAccelerator.auto_priority > 0
+    assert XLAAccelerator.auto_select_priority() > 0  # above the CPU accelerator (0)
 
 
 def test_not_available_without_tpu_or_pjrt_device(monkeypatch):

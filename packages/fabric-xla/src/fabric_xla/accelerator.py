@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from abc import ABCMeta
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -15,7 +14,7 @@ from fabric_xla import probe
 if TYPE_CHECKING:
     from fabric_core.plugins.precision import Precision
 
-#: Beats the CPU (0); only used on a real TPU (see ``_XLAAcceleratorMeta``).
+#: Beats the CPU (0) for ``accelerator="auto"``; only on a real TPU (see ``auto_select_priority``).
 TPU_AUTO_PRIORITY = 20
 SUPPORTED_PRECISIONS = ("32-true", "bf16-true", "bf16-mixed")
 NO_DEVICE = (
@@ -25,24 +24,7 @@ NO_DEVICE = (
 )
 
 
-class _XLAAcceleratorMeta(ABCMeta):
-    """Computes ``auto_priority`` from the machine: positive on a TPU, below the CPU otherwise.
-
-    Core picks for ``accelerator="auto"`` the available accelerator with the highest priority, and
-    uses the same ``is_available`` for explicit names. XLA on the CPU device (PJRT_DEVICE=CPU) must
-    stay available to ``accelerator="tpu"`` (that is how it is tested without a TPU) yet never win
-    ``"auto"`` against plain CPU training, so the priority depends on whether a TPU is present.
-    """
-
-    @property
-    def auto_priority(cls) -> int:  # type: ignore[override]
-        try:
-            return TPU_AUTO_PRIORITY if probe.tpu_present() else -1
-        except Exception:
-            return -1
-
-
-class XLAAccelerator(Accelerator, metaclass=_XLAAcceleratorMeta):
+class XLAAccelerator(Accelerator):
     """Devices driven through PyTorch/XLA (``torch.device("xla", i)``).
 
     ``accelerator="auto"`` chooses it only on a TPU (PJRT_DEVICE=TPU, or unset with TPU chips on the
@@ -51,6 +33,15 @@ class XLAAccelerator(Accelerator, metaclass=_XLAAcceleratorMeta):
     """
 
     name = "tpu"
+    auto_priority = TPU_AUTO_PRIORITY
+
+    @classmethod
+    def auto_select_priority(cls) -> int | None:
+        """Only a real TPU is picked by ``"auto"``; PJRT_DEVICE=CPU stays reachable by name (for tests)."""
+        try:
+            return TPU_AUTO_PRIORITY if probe.tpu_present() and cls.is_available() else None
+        except Exception:
+            return None
 
     @staticmethod
     def is_available() -> bool:
