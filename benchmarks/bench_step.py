@@ -213,11 +213,17 @@ def peak_memory(step: Step, device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device)
 
 
-def run(rounds: int, seconds: float, device: torch.device, configs: tuple[Config, ...] = CONFIGS) -> list[list[object]]:
+def run(
+    rounds: int,
+    seconds: float,
+    device: torch.device,
+    configs: tuple[Config, ...] = CONFIGS,
+    precisions: tuple[str, ...] = (),
+) -> list[list[object]]:
     contenders = available_contenders()
     rows: list[list[object]] = []
     for config in configs:
-        for precision in PRECISIONS[device.type]:
+        for precision in precisions or PRECISIONS[device.type]:
             steps: dict[str, Step] = {}
             for name, builder in contenders.items():
                 try:
@@ -228,9 +234,7 @@ def run(rounds: int, seconds: float, device: torch.device, configs: tuple[Config
                             f"{config.name}, {precision}",
                             name,
                             "n/a",
-                            "",
-                            "",
-                            "",
+                            *[""] * (5 if device.type == "cpu" else 6),
                             f"({type(error).__name__}: {str(error)[:60]})",
                         ]
                     )
@@ -252,12 +256,13 @@ def run(rounds: int, seconds: float, device: torch.device, configs: tuple[Config
                     name,
                     fmt_time(samples.median(name)),
                     f"{ratio:.3f}x",
+                    f"±{samples.ratio_spread(name, 'raw torch') * 100:.1f}%",
                     f"{over * 1e6:+.1f} us",
                     f"±{samples.spread(name) * 100:.1f}%",
                     f"{target} {mark}".strip(),
                 ]
                 if device.type == "cuda":
-                    row.insert(6, mem)
+                    row.insert(7, mem)
                 rows.append(row)
     return rows
 
@@ -270,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="3 rounds of short samples (a smoke run, not a measurement)"
     )
+    parser.add_argument("--config", action="append", choices=["tiny", "mid"], help="only this model size (repeatable)")
+    parser.add_argument("--precision", action="append", help="only this precision (repeatable)")
     args = parser.parse_args(argv)
     rounds, seconds = (3, 0.05) if args.quick else (args.rounds, args.seconds)
     device = torch.device(args.device)
@@ -281,10 +288,15 @@ def main(argv: list[str] | None = None) -> None:
             [f"torch threads: {torch.get_num_threads()}; optimizer SGD; the same batch every step"],
         )
     )
-    columns = ["configuration", "contender", "step", "vs raw", "overhead/step", "spread", "target"]
+    columns = ["configuration", "contender", "step", "vs raw", "ratio spread", "overhead/step", "step spread", "target"]
     if device.type == "cuda":
-        columns.insert(6, "peak memory")
-    emit(table(columns, run(rounds, seconds, device)))
+        columns.insert(7, "peak memory")
+    configs = tuple(c for c in CONFIGS if not args.config or c.name.split()[0] in args.config)
+    emit(table(columns, run(rounds, seconds, device, configs, tuple(args.precision or ()))))
+    emit(
+        "vs raw: median over rounds of (contender step / raw step) in the same round; ratio spread: half the\n"
+        "interquartile range of those per-round ratios. A difference smaller than the ratio spread is within the noise."
+    )
 
 
 if __name__ == "__main__":

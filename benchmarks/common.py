@@ -78,6 +78,14 @@ class Samples:
         pairs = zip(self.values[name], self.values[baseline])
         return statistics.median(a / b for a, b in pairs)
 
+    def ratio_spread(self, name: str, baseline: str) -> float:
+        """Half the interquartile range of the per-round ratios ``name / baseline``."""
+        ratios = sorted(a / b for a, b in zip(self.values[name], self.values[baseline]))
+        if len(ratios) < 4:
+            return float("nan")
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        return (q3 - q1) / 2
+
     def spread(self, name: str) -> float:
         """Relative half-width of the middle 50% of the samples (a noise indicator)."""
         data = sorted(self.values[name])
