@@ -52,7 +52,9 @@ def _pytest(session: nox.Session, *paths: str, markers: str | None = None) -> No
 def core(session: nox.Session) -> None:
     """fabric-core unit tests in one process: API, plan resolution, wrappers, checkpoint IO (CPU)."""
     _install(session, extra=("numpy", "fsspec"))
-    _pytest(session, "packages/fabric-core/tests", "--ignore=packages/fabric-core/tests/faults", markers="not multiprocess")
+    _pytest(
+        session, "packages/fabric-core/tests", "--ignore=packages/fabric-core/tests/faults", markers="not multiprocess"
+    )
 
 
 @nox.session
@@ -154,7 +156,9 @@ def _require_or_skip(session: nox.Session, present: bool, what: str) -> None:
     message = f"this machine has no {what}"
     if os.environ.get("FABRIC_REQUIRE_HARDWARE") == "1":
         session.error(f"FABRIC_REQUIRE_HARDWARE=1 but {message}")
-    session.skip(f"{message}; the {session.name} leg runs where it exists (set FABRIC_REQUIRE_HARDWARE=1 to make this fatal)")
+    session.skip(
+        f"{message}; the {session.name} leg runs where it exists (set FABRIC_REQUIRE_HARDWARE=1 to make this fatal)"
+    )
 
 
 def _hardware_session(session: nox.Session, marker: str, packages: tuple[str, ...], torch: tuple[str, ...]) -> None:
@@ -181,7 +185,9 @@ def tpu(session: nox.Session) -> None:
     """Hardware leg: every test marked `tpu` on a real TPU with PJRT_DEVICE=TPU (skips without one)."""
     _require_or_skip(session, _has_tpu(), "TPU")
     session.env["PJRT_DEVICE"] = "TPU"
-    _hardware_session(session, "tpu", ("fabric-xla",), ("torch==2.9.0", "torch_xla[tpu]==2.9.0"))  # libtpu comes with [tpu]
+    _hardware_session(
+        session, "tpu", ("fabric-xla",), ("torch==2.9.0", "torch_xla[tpu]==2.9.0")
+    )  # libtpu comes with [tpu]
 
 
 @nox.session(default=False)
