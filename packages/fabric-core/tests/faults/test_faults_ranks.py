@@ -1,0 +1,199 @@
+"""A rank that raises, hangs in a collective, or is SIGKILLed takes the whole job down, under every launcher.
+
+For each case: the job ends (bounded by the collective timeout plus a margin, never by the
+60 s the healthy ranks would keep running), the launcher exits non-zero, the summary names the
+rank that failed first and how it ended, and no process of the job is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+from fault_helpers import LAUNCHERS, fabric_lines, start_job, write_script
+
+COLLECTIVE_TIMEOUT = 10  # seconds; FABRIC_COLLECTIVE_TIMEOUT for every job here
+END_MARGIN = 90  # seconds a job may take to wind down after the fault (a loaded 2-core machine)
+
+WORKER = r"""
+import os, sys, time
+import torch
+
+def work(fabric, fault, target):
+    rank = fabric.global_rank
+    print(f"PID {rank} {os.getpid()}", flush=True)
+    fabric.barrier()
+    print(f"READY {rank}", flush=True)
+    if rank == target and fault == "raise":
+        raise ValueError(f"rank {rank} failed on purpose")
+    if rank == target and fault == "exit":
+        os._exit(3)
+    if rank == target and fault == "hang":
+        time.sleep(600)  # the others wait for it in all_reduce until the collective timeout
+    # everyone else (and every rank when the test kills one) keeps talking, for at most ~60 s
+    for _ in range(1200):
+        fabric.all_reduce(torch.ones(1))
+        time.sleep(0.05)
+    print(f"DONE {rank}", flush=True)
+
+if __name__ == "__main__":
+    launcher, fault, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    run_job(launcher, work, fault, target)
+"""
+
+# What the summary must say, per launcher, for the rank that failed first. `fabric run` and
+# Fabric's own launchers print "[fabric] rank N ..."; plain torchrun prints torch's own report, whose
+# "Root Cause (first observed failure)" section is what these patterns are matched against.
+RAISED = {
+    "ddp": r"\[fabric\] rank 1 exited with code 1",
+    "ddp_spawn": r"rank 1 raised an exception",
+    "fabric_run": r"\[fabric\] rank 1 exited with code 1",
+    "torchrun": r"rank\s*:\s*1 \(local_rank: 1\)\s+exitcode\s*:\s*1 ",
+}
+KILLED = {
+    "ddp": r"\[fabric\] rank 1 was killed by SIGKILL",
+    "ddp_spawn": r"rank 1 was killed by SIGKILL",
+    "fabric_run": r"\[fabric\] rank 1 was killed by SIGKILL",
+    "torchrun": r"rank\s*:\s*1 \(local_rank: 1\)\s+exitcode\s*:\s*-9",
+}
+# A hang shows as the waiting rank's collective timing out.
+TIMED_OUT = {
+    "ddp": r"\[fabric\] rank 0 raised",
+    "ddp_spawn": r"rank 0 raised an exception",
+    "fabric_run": r"\[fabric\] rank 0 exited with code 1",
+    "torchrun": r"rank\s*:\s*0 \(local_rank: 0\)\s+exitcode\s*:\s*1",
+}
+
+SIGTERM_MISREPORT = (
+    "core bug: the launcher reports the SIGTERM it sent itself while stopping the job as a rank failure "
+    "('rank N was killed by SIGTERM') and/or lists it before the rank that failed first"
+)
+
+
+def _run_fault(tmp_path, launcher: str, fault: str, target: int = 1, kill: str = "rank"):
+    script = write_script(tmp_path, WORKER)
+    job = start_job(
+        tmp_path,
+        [*LAUNCHERS[launcher](script), fault, str(target)],
+        env={"FABRIC_COLLECTIVE_TIMEOUT": str(COLLECTIVE_TIMEOUT)},
+    )
+    job.wait_for_output(r"^READY \d$", count=2)
+    pids = job.rank_pids()
+    assert sorted(pids) == [0, 1], job.stdout
+    if fault == "kill":
+        victim = pids[target] if kill == "rank" else job.proc.pid
+        os.kill(victim, signal.SIGKILL)
+    timeout = END_MARGIN + (COLLECTIVE_TIMEOUT if fault == "hang" else 0)
+    code = job.finish(timeout=timeout)
+    leftovers = job.leftovers()
+    return job, code, pids, leftovers
+
+
+def _assert_job_down(job, code, pids, leftovers, launcher_killed: bool = False) -> None:
+    if launcher_killed:
+        assert code == -signal.SIGKILL
+    else:
+        assert code != 0, job.stderr
+    assert not leftovers, f"processes of the job still running after it ended: {leftovers}\n{job.stderr[-4000:]}"
+    assert "DONE" not in job.stdout  # no rank carried on to the end of its loop
+
+
+def _assert_reported(job, launcher: str, patterns: dict[str, str]) -> None:
+    text = job.stderr
+    if launcher == "torchrun":
+        assert "Root Cause (first observed failure)" in text, text[-4000:]
+        text = text.split("Root Cause (first observed failure)", 1)[1]
+    assert re.search(patterns[launcher], text), job.stderr[-4000:]
+
+
+def _no_self_inflicted_sigterm(job, launcher: str) -> None:
+    """The test only sends SIGKILL: a reported SIGTERM is the launcher's own clean-up blamed on a rank."""
+    if launcher == "torchrun":
+        return  # torch's own report; not Fabric's wording
+    lines = fabric_lines(job.stderr)
+    assert not [line for line in lines if "SIGTERM" in line], lines
+
+
+def _xfail(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        pytest.param("ddp", marks=_xfail(SIGTERM_MISREPORT)),
+        "ddp_spawn",
+        pytest.param("fabric_run", marks=_xfail(SIGTERM_MISREPORT)),
+        "torchrun",
+    ],
+)
+def test_rank_that_raises(tmp_path, launcher):
+    job, code, pids, leftovers = _run_fault(tmp_path, launcher, "raise")
+    _assert_job_down(job, code, pids, leftovers)
+    assert "ValueError: rank 1 failed on purpose" in job.stderr  # the rank's own traceback is shown
+    _assert_reported(job, launcher, RAISED)
+    _no_self_inflicted_sigterm(job, launcher)
+    if launcher in ("ddp", "fabric_run"):
+        assert "rank 1" in fabric_lines(job.stderr)[0], "the first summary line names the rank that failed first"
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    ["ddp", "ddp_spawn", pytest.param("fabric_run", marks=_xfail(SIGTERM_MISREPORT)), "torchrun"],
+)
+def test_rank_killed_by_sigkill(tmp_path, launcher):
+    job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill")
+    _assert_job_down(job, code, pids, leftovers)
+    _assert_reported(job, launcher, KILLED)
+    _no_self_inflicted_sigterm(job, launcher)
+    if launcher == "fabric_run":
+        assert "rank 1" in fabric_lines(job.stderr)[0], "the first summary line names the rank that failed first"
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        pytest.param("ddp", marks=_xfail(SIGTERM_MISREPORT)),
+        "ddp_spawn",
+        pytest.param("fabric_run", marks=_xfail(SIGTERM_MISREPORT)),
+        "torchrun",
+    ],
+)
+def test_rank_that_hangs_in_a_collective(tmp_path, launcher):
+    """Rank 1 sleeps while rank 0 waits in all_reduce: FABRIC_COLLECTIVE_TIMEOUT ends the job."""
+    job, code, pids, leftovers = _run_fault(tmp_path, launcher, "hang")
+    _assert_job_down(job, code, pids, leftovers)
+    assert f"Timed out waiting {COLLECTIVE_TIMEOUT * 1000}ms" in job.stderr, job.stderr[-4000:]
+    _assert_reported(job, launcher, TIMED_OUT)
+    _no_self_inflicted_sigterm(job, launcher)
+
+
+@pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn"])
+def test_rank_that_exits_with_a_code(tmp_path, launcher):
+    """os._exit(3) in rank 1: no traceback anywhere, so the summary is all the user gets."""
+    job, code, pids, leftovers = _run_fault(tmp_path, launcher, "exit")
+    _assert_job_down(job, code, pids, leftovers)
+    assert re.search(r"rank 1 exited with code 3", job.stderr), job.stderr[-4000:]
+    _no_self_inflicted_sigterm(job, launcher)
+
+
+ORPHANS = (
+    "core bug: killing the `fabric run` / torchrun agent with SIGKILL leaves its workers running "
+    "(they are not tied to the agent's life, unlike strategy='ddp' workers with PDEATHSIG)"
+)
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        "ddp",  # the launcher is rank 0 itself: the worker must die with it (PDEATHSIG)
+        "ddp_spawn",
+        pytest.param("fabric_run", marks=_xfail(ORPHANS)),
+        pytest.param("torchrun", marks=_xfail(ORPHANS)),
+    ],
+)
+def test_launcher_killed_by_sigkill_leaves_no_workers(tmp_path, launcher):
+    job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill", kill="launcher")
+    _assert_job_down(job, code, pids, leftovers, launcher_killed=True)
