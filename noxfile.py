@@ -128,9 +128,26 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site with warnings as errors."""
-    _install(session, "fabric-loggers", extra=("mkdocs-material>=9", "mkdocstrings[python]>=0.25"))
+    """Build the documentation site with warnings as errors, then run every full script it shows."""
+    _install(session, "fabric-loggers", extra=("mkdocs-material>=9", "mkdocstrings[python]>=0.25", "ruff>=0.6"))
     session.run("mkdocs", "build", "--strict", "-f", "docs/mkdocs.yml", "-d", str(Path(session.create_tmp()) / "site"))
+    _pytest(session, "docs/tests")
+
+
+@nox.session
+def tools(session: nox.Session) -> None:
+    """Release tooling: every sibling pin agrees with its package's version; the tools' own tests."""
+    session.install("packaging", "pytest>=8", "build", "twine", "hatchling")
+    session.run("python", "tools/check_pins.py")
+    _pytest(session, "tools/tests")
+
+
+@nox.session(default=False)
+def release(session: nox.Session) -> None:
+    """Build and check every wheel and sdist (twine), and prove the extras install exactly their siblings."""
+    session.install("packaging", "build", "twine", "hatchling")
+    session.run("python", "tools/build_wheels.py", "--check")
+    session.run("python", "tools/check_extras_install.py")
 
 
 def _has_nvidia_gpu() -> bool:
@@ -192,6 +209,7 @@ def tpu(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: ratios against raw PyTorch (and Lightning Fabric / Accelerate when installed)."""
-    _install(session, extra=("numpy",))
+    """Benchmarks: ratios against raw PyTorch (and Lightning Fabric / Accelerate with FABRIC_BENCH_PEERS=1)."""
+    peers = ("lightning-fabric", "accelerate") if os.environ.get("FABRIC_BENCH_PEERS") == "1" else ()
+    _install(session, extra=("numpy", *peers))
     session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -1,7 +1,7 @@
 """Train a small image classifier on scikit-learn's bundled 8x8 digits (no download) with Fabric.
 
 python examples/digits.py                          # one process
-fabric run examples/digits.py --devices 2          # two processes (DDP over gloo on CPU)
+fabric run --devices 2 examples/digits.py          # two processes (DDP over gloo on CPU)
 torchrun --nproc-per-node 2 examples/digits.py     # the same script under torchrun
 """
 

@@ -32,8 +32,12 @@ from pathlib import Path, PurePosixPath
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVERYTHING = ("noxfile.py", "pyproject.toml", "conftest.py", ".ci/")
-# Coverage that lives in test code rather than in the noxfile: session -> extra paths it exercises.
-EXTRA_COVERAGE = {"integration": ("examples/",)}
+# Coverage that lives outside the noxfile: session -> extra paths it exercises.
+EXTRA_COVERAGE = {
+    "integration": ("examples/",),
+    "release": ("packages/",),
+    "tools": ("packages/",),  # check_pins reads every package's pyproject and version
+}
 # A session that runs ruff over "." only cares about the files ruff reads.
 RUFF_FILES = (".py", ".pyi", "pyproject.toml")
 

@@ -444,3 +444,14 @@ def test_strategy_hooks_for_one_process_driving_all_devices_and_dataloader_proce
     loader = fabric.setup_dataloaders(DataLoader(TensorDataset(torch.ones(2, 1)), batch_size=2))
     loader.__dict__["_device"] = torch.device("cpu")  # as on an accelerator: the strategy's loader is used
     assert [b[0].tolist() for b in loader] == [[[10.0], [10.0]]]
+
+
+def test_hooks_on_the_wrapper_still_run():
+    fabric = Fabric(accelerator="cpu")
+    fmodel = fabric.setup(Net())
+    seen = []
+    handle = fmodel.register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    fmodel(torch.ones(2, 4))
+    handle.remove()
+    fmodel(torch.ones(2, 4))
+    assert seen == [torch.Size([2, 3])]

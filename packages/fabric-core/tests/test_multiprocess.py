@@ -292,3 +292,22 @@ def test_spawn_without_main_guard_gives_a_clear_error(script_runner):
     proc = script_runner(source, timeout=120)
     assert proc.returncode != 0
     assert "__name__" in proc.stderr
+
+
+RETURNS_TENSORS = r"""
+import torch
+from fabric_core import Fabric
+
+def work(fabric):
+    return {"weights": torch.full((3,), float(fabric.global_rank)), "rank": fabric.global_rank}
+
+if __name__ == "__main__":
+    result = Fabric(accelerator="cpu", strategy="ddp_spawn", devices=2).launch(work)
+    print("RESULT", result["rank"], result["weights"].tolist())
+"""
+
+
+def test_spawned_rank_zero_can_return_tensors(script_runner):
+    proc = script_runner(RETURNS_TENSORS)
+    assert proc.returncode == 0, proc.stderr
+    assert "RESULT 0 [0.0, 0.0, 0.0]" in proc.stdout

@@ -67,6 +67,14 @@ class Fabric:
         self._launched = False
         self._log_step = 0
         self._set_up_modules: weakref.WeakSet[Module] = weakref.WeakSet()  # ids could be reused
+        # Nothing between the loss and autograd: fabric.backward can call tensor.backward directly.
+        from fabric_core.plugins.strategy import Strategy
+
+        self._plain_backward = (
+            type(self._strategy).backward is Strategy.backward
+            and self._precision.is_identity
+            and not self._strategy.requires_fabric_backward()
+        )
         if type(self).run is not Fabric.run:
             # The older subclass style: calling ``run`` launches the processes first.
             user_run = self.run
@@ -314,6 +322,9 @@ class Fabric:
     # -------------------------------------------------------------------- training
     def backward(self, tensor: Tensor, *args: Any, model: _FabricModule | None = None, **kwargs: Any) -> None:
         """Replaces ``loss.backward()``: runs through the precision plugin and the strategy."""
+        if self._plain_backward:
+            tensor.backward(*args, **kwargs)
+            return
         module = model._forward_module if isinstance(model, _FabricModule) else model
         strategy = self._strategy
         strategy.in_fabric_backward = True

@@ -79,7 +79,14 @@ class MultiprocessingLauncher(Launcher):
         finally:
             del store
             _remove_error_files(process_context.error_files)
-        return results.get() if not results.empty() else None
+        if results.empty():
+            return None
+        import io
+
+        import torch
+
+        # Our own worker serialised it (see _worker); not an untrusted file.
+        return torch.load(io.BytesIO(results.get()), weights_only=False)
 
     def _failure(self, context: Any, err: Exception) -> WorkerFailedError:
         """Name the rank that failed first (the others usually fail because it disappeared)."""
@@ -135,4 +142,12 @@ def _worker(
         strategy._store = dist.TCPStore(address, port, strategy.world_size, is_master=False, timeout=strategy.timeout)
     output = function(*args, **kwargs)
     if strategy.global_rank == 0:
-        results.put(move_to_device(output, "cpu"))
+        import io
+
+        import torch
+
+        # As bytes: tensors sent through the queue would live in this worker's shared memory, which is
+        # gone by the time the parent reads them.
+        buffer = io.BytesIO()
+        torch.save(move_to_device(output, "cpu"), buffer)
+        results.put(buffer.getvalue())

@@ -75,6 +75,15 @@ class _FabricModule(Module):
         """The user's module."""
         return self._original_module
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Skip nn.Module's call machinery for this transparent wrapper unless hooks were put on it;
+        # the user's module still runs through its own __call__ (and global hooks fire there).
+        if self._fast_path and not (
+            self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks or self._backward_hooks
+        ):
+            return self._forward_call(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self._fast_path:
             return self._forward_call(*args, **kwargs)

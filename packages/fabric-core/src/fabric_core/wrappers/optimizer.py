@@ -28,7 +28,19 @@ class _FabricOptimizer:
         self.__class__ = type("Fabric" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
         self._optimizer = optimizer
         self._strategy = strategy
-        self._callbacks = callbacks or []
+        self._callbacks = [c for c in callbacks or [] if callable(getattr(c, "on_after_optimizer_step", None))]
+        # Fast path: where nothing stands between the user and the optimizer, call it directly.
+        from fabric_core.plugins.strategy import Strategy
+
+        if type(strategy).optimizer_zero_grad is Strategy.optimizer_zero_grad:
+            self.zero_grad = optimizer.zero_grad  # type: ignore[method-assign]
+        if (
+            type(strategy).optimizer_step is Strategy.optimizer_step
+            and strategy.precision.is_identity
+            and not strategy.requires_fabric_backward()
+            and not self._callbacks
+        ):
+            self.step = optimizer.step  # type: ignore[method-assign]
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -69,9 +81,7 @@ class _FabricOptimizer:
         finally:
             strategy.in_fabric_step = False
         for callback in self._callbacks:
-            hook = getattr(callback, "on_after_optimizer_step", None)
-            if callable(hook):
-                hook(strategy=self._strategy, optimizer=self._optimizer)
+            callback.on_after_optimizer_step(strategy=self._strategy, optimizer=self._optimizer)
         return output
 
     def zero_grad(self, set_to_none: bool = True) -> None:
