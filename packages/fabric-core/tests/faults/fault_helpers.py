@@ -55,7 +55,14 @@ LAUNCHERS: dict[str, Callable[[Path], list[str]]] = {
 }
 
 #: The lines a 2-process job script puts first, so that one source runs under every launcher.
+#: ``say`` writes a whole line in one system call: ranks share stdout, and print() writes the text and
+#: the newline separately, so that two ranks' lines can interleave.
 FABRIC_FOR_LAUNCHER = """
+import os as _os
+
+def say(text):
+    _os.write(1, (text + "\\n").encode())
+
 def make_fabric(launcher):
     from fabric_core import Fabric
     if launcher == "fabric_run":
@@ -150,7 +157,7 @@ class Job:
 
     def rank_pids(self) -> dict[int, int]:
         """``PID <rank> <pid>`` lines the job printed."""
-        return {int(m[1]): int(m[2]) for m in re.finditer(r"^PID (\d+) (\d+)$", self.stdout, re.MULTILINE)}
+        return {int(m[1]): int(m[2]) for m in re.finditer(r"PID (\d+) (\d+)\b", self.stdout)}
 
     def wait_for_output(self, pattern: str, count: int = 1, timeout: float = 180) -> None:
         """Wait until ``pattern`` matched ``count`` lines of stdout; fail (and clean up) otherwise."""

@@ -23,9 +23,9 @@ import torch
 
 def work(fabric, fault, target):
     rank = fabric.global_rank
-    print(f"PID {rank} {os.getpid()}", flush=True)
+    say(f"PID {rank} {os.getpid()}")
     fabric.barrier()
-    print(f"READY {rank}", flush=True)
+    say(f"READY {rank}")
     if rank == target and fault == "raise":
         raise ValueError(f"rank {rank} failed on purpose")
     if rank == target and fault == "exit":
@@ -36,7 +36,7 @@ def work(fabric, fault, target):
     for _ in range(1200):
         fabric.all_reduce(torch.ones(1))
         time.sleep(0.05)
-    print(f"DONE {rank}", flush=True)
+    say(f"DONE {rank}")
 
 if __name__ == "__main__":
     launcher, fault, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -79,7 +79,7 @@ def _run_fault(tmp_path, launcher: str, fault: str, target: int = 1, kill: str =
         [*LAUNCHERS[launcher](script), fault, str(target)],
         env={"FABRIC_COLLECTIVE_TIMEOUT": str(COLLECTIVE_TIMEOUT)},
     )
-    job.wait_for_output(r"^READY \d$", count=2)
+    job.wait_for_output(r"READY \d", count=2)
     pids = job.rank_pids()
     assert sorted(pids) == [0, 1], job.stdout
     if fault == "kill":
@@ -197,3 +197,41 @@ ORPHANS = (
 def test_launcher_killed_by_sigkill_leaves_no_workers(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill", kill="launcher")
     _assert_job_down(job, code, pids, leftovers, launcher_killed=True)
+
+
+INTERRUPTED = """
+import os, sys, time, torch
+
+def work(fabric):
+    say(f"PID {fabric.global_rank} {os.getpid()}")
+    fabric.barrier()
+    say(f"READY {fabric.global_rank}")
+    for _ in range(200):  # ~10 s of training, unless the interrupt stops it
+        fabric.all_reduce(torch.ones(1))
+        time.sleep(0.05)
+    say(f"FINISHED {fabric.global_rank}")
+
+if __name__ == "__main__":
+    run_job(sys.argv[1], work)
+"""
+
+
+SPAWN_SIGINT = (
+    "core bug: SIGINT (KeyboardInterrupt) in the ddp_spawn launcher leaves its workers training; "
+    "MultiprocessingLauncher.launch does not terminate them, and interpreter exit waits for them"
+)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run"])
+def test_interrupting_the_launcher_stops_the_workers(request, tmp_path, launcher, signal_name):
+    """SIGINT/SIGTERM aimed at the launching process only (``kill``, a scheduler): the whole job stops."""
+    if (launcher, signal_name) == ("ddp_spawn", "SIGINT"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SPAWN_SIGINT))
+    job = start_job(tmp_path, [*LAUNCHERS[launcher](write_script(tmp_path, INTERRUPTED))])
+    job.wait_for_output(r"READY \d", count=2)
+    os.kill(job.proc.pid, getattr(signal, signal_name))
+    code = job.finish(timeout=120)
+    assert code != 0
+    assert "FINISHED" not in job.stdout, "the workers went on training after the interrupt"
+    assert not job.leftovers()
