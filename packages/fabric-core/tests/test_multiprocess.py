@@ -66,10 +66,11 @@ if __name__ == "__main__":
     fabric = Fabric(accelerator="cpu", strategy=mode, devices=2)
     if mode == "ddp":
         fabric.launch()
-        print("RESULT", json.dumps(work(fabric)), flush=True)
+        # one write per line: several ranks share the pipe, and print() writes its pieces separately
+        sys.stdout.write("RESULT " + json.dumps(work(fabric)) + "\n"); sys.stdout.flush()
     else:
         result = fabric.launch(work)
-        print("RANK0", json.dumps(result), flush=True)
+        sys.stdout.write("RANK0 " + json.dumps(result) + "\n"); sys.stdout.flush()
 """
 
 
@@ -111,7 +112,9 @@ def test_ddp_relaunches_the_script_and_everything_works(script_runner, tmp_path)
 @pytest.mark.parametrize("mode", ["ddp_spawn", "ddp_fork"])
 def test_launch_function_returns_rank_zero_result(script_runner, tmp_path, mode):
     proc = script_runner(
-        COLLECTIVES.replace("return out", 'print("RESULT", json.dumps(out), flush=True); return out'),
+        COLLECTIVES.replace(
+            "return out", 'sys.stdout.write("RESULT " + json.dumps(out) + "\\n"); sys.stdout.flush(); return out'
+        ),
         mode,
         str(tmp_path),
     )
@@ -209,7 +212,7 @@ import torch
 from fabric_core import Fabric
 
 def work(fabric):
-    print("PID", fabric.global_rank, os.getpid(), flush=True)
+    sys.stdout.write(f"PID {fabric.global_rank} {os.getpid()}\n"); sys.stdout.flush()
     fabric.barrier()
     if fabric.global_rank == int(sys.argv[2]):
         raise ValueError("rank failed on purpose")

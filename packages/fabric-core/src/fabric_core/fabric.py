@@ -210,12 +210,6 @@ class Fabric:
         self._check_module(module)
         for optimizer in optimizers:
             self._check_optimizer(optimizer)
-        if optimizers and self._strategy.requires_module_before_optimizer:
-            raise MisconfigurationError(
-                f"strategy {self._strategy.name!r} replaces the model's parameters while setting it up: call "
-                "model = fabric.setup_module(model), create the optimizer from model.parameters(), then "
-                "optimizer = fabric.setup_optimizers(optimizer)."
-            )
         original = unwrap_compiled(module)
         compiled = module if original is not module else None
         original = self._precision.convert_module(original)

@@ -34,7 +34,8 @@ class Strategy(ABC):
       call (DeepSpeed builds one engine from both); ``setup_module`` alone then works only for
       inference and ``setup_optimizer`` raises.
     - ``requires_module_before_optimizer``: ``True`` when parameters change identity during module
-      setup (sharding), so the optimizer must be created after ``setup_module``.
+      setup (sharding), so the optimizer must be created after ``setup_module``; such a strategy
+      refuses ``setup(model, optimizer)`` itself, saying which parameters to build the optimizer from.
     - ``supports_no_backward_sync``: whether ``no_backward_sync`` really skips gradient
       communication; when ``False`` Fabric warns and runs normally. It may be an instance property
       where it depends on the configuration (a ZeRO stage).
