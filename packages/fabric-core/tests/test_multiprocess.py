@@ -265,7 +265,7 @@ def test_fabric_run_names_the_failed_rank(script_runner):
     proc = script_runner(source, "ddp", "1", command=cli, timeout=120, env={"FABRIC_COLLECTIVE_TIMEOUT": "60"})
     assert proc.returncode != 0
     assert "rank failed on purpose" in proc.stderr
-    assert "[fabric] rank 1 exited with code 1" in proc.stderr
+    assert "[fabric] rank 1 raised ValueError" in proc.stderr
     _assert_gone(_pids(proc.stdout))
 
 

@@ -153,17 +153,33 @@ def launch_elastic(
             f"--master-port={main_port or 29500}",
         ]
     args += [script, *script_args]
+    import shutil
+    import tempfile
+
+    from fabric_core.launchers.failures import FAILURE_DIR_ENV, recorded_failures
+
+    failure_dir = tempfile.mkdtemp(prefix="fabric-failures-")
+    os.environ[FAILURE_DIR_ENV] = failure_dir  # workers record an uncaught exception there, timed
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
-        for rank, failure in sorted(err.failures.items()):
+        recorded = recorded_failures(failure_dir)
+        if recorded:
+            _, rank, name = recorded[0]
+            how = f"raised {name}"
+        else:
+            rank, failure = err.get_first_failure()
             how = (
                 f"was killed by {failure.signal_name()}"
                 if failure.exitcode < 0
                 else f"exited with code {failure.exitcode}"
             )
-            click.echo(f"[fabric] rank {rank} {how}; the job was stopped.", err=True)
+        others = sorted(r for r in err.failures if r != rank)
+        after = f"; ranks {others} were stopped or failed after it" if others else ""
+        click.echo(f"[fabric] rank {rank} {how}{after}. The job was stopped.", err=True)
         return 1
+    finally:
+        shutil.rmtree(failure_dir, ignore_errors=True)
     return 0
 
 

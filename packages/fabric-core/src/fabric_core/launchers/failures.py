@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
 
 from fabric_core.errors import FabricError
+
+#: Set by the subprocess launcher: a folder where its workers record an uncaught exception at once,
+#: so the launcher can name the rank that failed first even while that process is still exiting.
+FAILURE_DIR_ENV = "FABRIC_FAILURE_DIR"
 
 
 class WorkerFailedError(FabricError, RuntimeError):
@@ -20,3 +29,46 @@ def describe_exit(returncode: int) -> str:
             name = f"signal {-returncode}"
         return f"was killed by {name}"
     return f"exited with code {returncode}"
+
+
+def record_failures(rank: int) -> None:
+    """In a worker: record an uncaught exception at once, where the launcher looks for it.
+
+    Fabric's subprocess launcher reads ``FABRIC_FAILURE_DIR``; torch's elastic agent (torchrun,
+    ``fabric run``) reads ``TORCHELASTIC_ERROR_FILE``, and with the exception's time it reports the
+    rank that failed first rather than the ranks that failed because of it. A chained hook.
+    """
+    folder = os.environ.get(FAILURE_DIR_ENV)
+    elastic = "TORCHELASTIC_ERROR_FILE" in os.environ
+    if not folder and not elastic:
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if folder:
+            try:
+                (Path(folder) / str(rank)).write_text(f"{time.time()} {kind.__name__}")
+            except OSError:
+                pass
+        if elastic and isinstance(value, Exception):
+            try:
+                from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+                get_error_handler().record_exception(value)
+            except Exception:
+                pass
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def recorded_failures(folder: str | None) -> list[tuple[float, int, str]]:
+    """(time, rank, exception name) of each recorded failure, the earliest first."""
+    found = []
+    for entry in Path(folder).iterdir() if folder and os.path.isdir(folder) else ():
+        try:
+            stamp, name = entry.read_text().split(" ", 1)
+            found.append((float(stamp), int(entry.name), name))
+        except (OSError, ValueError):
+            continue
+    return sorted(found)

@@ -71,12 +71,18 @@ class MultiprocessingLauncher(Launcher):
             join=False,
             start_method=self._start_method,
         )
+        previous_sigterm = _raise_on_sigterm()
         try:
             while not process_context.join():
                 pass
         except (mp.ProcessExitedException, mp.ProcessRaisedException) as err:
             raise self._failure(process_context, err) from None
+        except BaseException:
+            # Ctrl-C or SIGTERM to the launcher: stop the workers instead of leaving them training.
+            _stop(process_context.processes)
+            raise
         finally:
+            _restore_sigterm(previous_sigterm)
             del store
             _remove_error_files(process_context.error_files)
         if results.empty():
@@ -101,6 +107,46 @@ class MultiprocessingLauncher(Launcher):
         signal_name = getattr(err, "signal_name", None)
         how = f"was killed by {signal_name}" if signal_name else f"exited with code {getattr(err, 'exit_code', '?')}"
         return WorkerFailedError(f"rank {base + index} {how}; the other processes of the job were stopped.")
+
+
+class _Terminated(SystemExit):
+    """SIGTERM reached the launcher."""
+
+
+def _raise_on_sigterm() -> Any:
+    """While the launcher waits, turn SIGTERM into an exception so the workers get stopped."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(processes: list[Any], grace: float = 5.0) -> None:
+    """Terminate worker processes, then kill those still alive after ``grace`` seconds."""
+    import time
+
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _raised_tracebacks(error_files: list[str | None]) -> list[tuple[int, str]]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.launchers.failures import describe_exit
+from fabric_core.launchers.failures import FAILURE_DIR_ENV, describe_exit, recorded_failures
 from fabric_core.plugins.launcher import Launcher
 
 if TYPE_CHECKING:
@@ -23,14 +23,20 @@ _POLL_SECONDS = 0.1
 _GRACE_SECONDS = 5.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the child gets SIGKILL when the launching process dies, so no worker is orphaned."""
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent (the launcher) dies, so no worker is orphaned.
+
+    Called in a child before exec, or by a worker for itself; a no-op where prctl is unavailable.
+    """
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        parent = os.getppid()
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    except (OSError, AttributeError):
         pass
 
 
@@ -62,6 +68,7 @@ class SubprocessScriptLauncher(Launcher):
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._failed = threading.Event()
         self._done = threading.Event()
+        self._failure_dir: str | None = None
 
     @property
     def is_interactive_compatible(self) -> bool:
@@ -97,6 +104,10 @@ class SubprocessScriptLauncher(Launcher):
                 "A multi-node job needs MASTER_ADDR and MASTER_PORT set on every node (rank 0's host and a free port)."
             )
         strategy.set_local_rank(0)
+        if num_local > 1:
+            import tempfile
+
+            self._failure_dir = tempfile.mkdtemp(prefix="fabric-failures-")
         for local_rank in range(1, num_local):
             child_env = {
                 **os.environ,
@@ -108,8 +119,9 @@ class SubprocessScriptLauncher(Launcher):
                 "RANK": str(strategy.node_rank * num_local + local_rank),
                 "WORLD_SIZE": str(world_size),
                 "FABRIC_LAUNCHED": "1",
+                FAILURE_DIR_ENV: self._failure_dir or "",
             }
-            self._procs[local_rank] = subprocess.Popen(command, env=child_env, preexec_fn=_die_with_parent)
+            self._procs[local_rank] = subprocess.Popen(command, env=child_env, preexec_fn=die_with_parent)
         if self._procs:
             threading.Thread(target=self._watch, name="fabric-worker-watchdog", daemon=True).start()
             atexit.register(self._wait_at_exit)
@@ -123,16 +135,24 @@ class SubprocessScriptLauncher(Launcher):
             for local_rank, proc in self._procs.items():
                 code = proc.poll()
                 if code is not None and code != 0:
-                    self._fail(local_rank, code)
+                    if not self._failed.is_set():  # not one we stopped ourselves
+                        self._fail(local_rank, code)
                     return
             if all(p.poll() is not None for p in self._procs.values()):
                 return
             time.sleep(_POLL_SECONDS)
 
+    def _raised(self, local_rank: int) -> str:
+        """``" after raising ValueError"`` when the worker recorded its exception, else ``""``."""
+        rank = self._global_rank(local_rank)
+        names = [name for _, r, name in recorded_failures(self._failure_dir) if r == rank]
+        return f" after raising {names[0]}" if names else ""
+
     def _fail(self, local_rank: int, code: int) -> None:
         self._failed.set()
         print(
-            f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}; stopping the other processes of the job.",
+            f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}{self._raised(local_rank)}; "
+            "stopping the other processes of the job.",
             file=sys.stderr,
             flush=True,
         )
@@ -143,6 +163,18 @@ class SubprocessScriptLauncher(Launcher):
             time.sleep(_POLL_SECONDS)
         if not self._done.is_set():
             os._exit(1)
+
+    def _first_dead_worker(self, wait: float) -> tuple[int, int] | None:
+        """(local rank, exit code) of a worker that exited non-zero, waiting up to ``wait`` seconds for one."""
+        deadline = time.monotonic() + wait
+        while True:
+            for local_rank, proc in self._procs.items():
+                code = proc.poll()
+                if code is not None and code != 0:
+                    return local_rank, code
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(_POLL_SECONDS)
 
     def kill_workers(self) -> None:
         """Terminate every worker still running (SIGTERM, then SIGKILL after a grace period)."""
@@ -168,6 +200,10 @@ class SubprocessScriptLauncher(Launcher):
                 )
                 self.kill_workers()
         self._done.set()
+        if self._failure_dir:
+            import shutil
+
+            shutil.rmtree(self._failure_dir, ignore_errors=True)
         if self._failed.is_set():
             os._exit(1)
 
@@ -175,14 +211,28 @@ class SubprocessScriptLauncher(Launcher):
         previous = sys.excepthook
 
         def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-            # Rank 0 failed: its workers would wait for it in a collective until the timeout.
+            # Rank 0 failed: its workers would wait for it in a collective until the timeout. Often it
+            # failed because a worker failed first (its collective lost the peer): name that one.
             previous(kind, value, tb)
-            print(
-                f"[fabric] rank {self._global_rank(0)} raised {kind.__name__}; stopping the other processes.",
-                file=sys.stderr,
-                flush=True,
-            )
-            self._failed.set()
+            if not self._failed.is_set():
+                self._failed.set()
+                print(self._blame(kind.__name__), file=sys.stderr, flush=True)
             self.kill_workers()
 
         sys.excepthook = hook
+
+    def _blame(self, exception: str) -> str:
+        """The message naming the rank that failed first, when rank 0 raised ``exception``."""
+        me = self._global_rank(0)
+        recorded = [(r, name) for _, r, name in recorded_failures(self._failure_dir) if r != me]
+        if recorded:
+            rank, name = recorded[0]
+            return f"[fabric] rank {rank} raised {name}; rank {me} failed after it ({exception}). Stopping the job."
+        dead = self._first_dead_worker(wait=3.0)
+        if dead is not None:
+            local_rank, code = dead
+            return (
+                f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}; rank {me} failed after it "
+                f"({exception}). Stopping the job."
+            )
+        return f"[fabric] rank {me} raised {exception}; stopping the other processes."

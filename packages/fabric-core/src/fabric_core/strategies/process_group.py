@@ -165,6 +165,9 @@ class ProcessGroupStrategy(Strategy):
     def setup_environment(self) -> None:
         super().setup_environment()
         self._init_process_group()
+        from fabric_core.launchers.failures import record_failures
+
+        record_failures(self.global_rank)  # a no-op unless Fabric's own launcher started this worker
 
     def _init_process_group(self) -> None:
         if not dist.is_available():
@@ -181,7 +184,11 @@ class ProcessGroupStrategy(Strategy):
         if self._store is not None:
             store = self._store
         elif env.creates_processes_externally and "TORCHELASTIC_RUN_ID" in os.environ:
-            # torchrun's agent owns the store; env:// connects to it.
+            # torchrun's agent owns the store; env:// connects to it. If the agent is killed, its
+            # workers must not train on (or wait in a collective) without a supervisor.
+            from fabric_core.launchers.subprocess_script import die_with_parent
+
+            die_with_parent()
             dist.init_process_group(init_method="env://", rank=self.global_rank, world_size=self.world_size, **kwargs)
             _destroy_at_exit()
             return
