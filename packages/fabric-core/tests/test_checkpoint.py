@@ -166,3 +166,17 @@ def test_fsspec_urls(tmp_path, scheme):
     fabric.load(url, state)
     assert state["step"] == 4
     assert torch.equal(state["model"].module.weight, model.module.weight)
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f"{TMP_MARKER}c.pt.{dead_pid}.deadbeef"
+    live = tmp_path / f"{TMP_MARKER}c.pt.{os.getpid()}.cafebabe"  # a writer still running: kept
+    stale.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    Fabric(accelerator="cpu").save(tmp_path / "c.pt", {"step": 1})
+    assert not stale.exists() and live.exists()

@@ -61,6 +61,30 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+    remove_stale_temporaries(target)
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary files of ``target`` left by writers that were killed mid-write.
+
+    A temporary file's name carries its writer's pid; files of live writers are left alone.
+    """
+    prefix = f"{TMP_MARKER}{target.name}."
+    for leftover in target.parent.glob(f"{prefix}*"):
+        pid_text = leftover.name[len(prefix) :].split(".", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_dir(folder: Path) -> None:
