@@ -14,6 +14,9 @@ from fault_helpers import children_of, start_job, write_script
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+# torch.jit (a foreign file format here, torch.compile there) warns that it is deprecated
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 # ----------------------------------------------------------------------------- missing __main__ guard
 
 NO_GUARD_LAUNCH = """

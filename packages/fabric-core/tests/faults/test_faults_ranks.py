@@ -12,7 +12,7 @@ import re
 import signal
 
 import pytest
-from fault_helpers import LAUNCHERS, fabric_lines, start_job, write_script
+from fault_helpers import LAUNCHERS, fabric_lines, is_alive, start_job, write_script
 
 COLLECTIVE_TIMEOUT = 10  # seconds; FABRIC_COLLECTIVE_TIMEOUT for every job here
 END_MARGIN = 90  # seconds a job may take to wind down after the fault (a loaded 2-core machine)
@@ -47,9 +47,9 @@ if __name__ == "__main__":
 # Fabric's own launchers print "[fabric] rank N ..."; plain torchrun prints torch's own report, whose
 # "Root Cause (first observed failure)" section is what these patterns are matched against.
 RAISED = {
-    "ddp": r"\[fabric\] rank 1 exited with code 1",
+    "ddp": r"\[fabric\] rank 1 (exited with code 1|raised ValueError)",
     "ddp_spawn": r"rank 1 raised an exception",
-    "fabric_run": r"\[fabric\] rank 1 exited with code 1",
+    "fabric_run": r"\[fabric\] rank 1 (exited with code 1|raised ValueError)",
     "torchrun": r"rank\s*:\s*1 \(local_rank: 1\)\s+exitcode\s*:\s*1 ",
 }
 KILLED = {
@@ -62,13 +62,14 @@ KILLED = {
 TIMED_OUT = {
     "ddp": r"\[fabric\] rank 0 raised",
     "ddp_spawn": r"rank 0 raised an exception",
-    "fabric_run": r"\[fabric\] rank 0 exited with code 1",
+    "fabric_run": r"\[fabric\] rank 0 (exited with code 1|raised RuntimeError)",
     "torchrun": r"rank\s*:\s*0 \(local_rank: 0\)\s+exitcode\s*:\s*1",
 }
 
-SIGTERM_MISREPORT = (
-    "core bug: the launcher reports the SIGTERM it sent itself while stopping the job as a rank failure "
-    "('rank N was killed by SIGTERM') and/or lists it before the rank that failed first"
+SIGKILL_BLAMED_ON_PEER = (
+    "core bug: `fabric run` (cli/main.py launch_elastic) prefers any recorded exception over a rank killed by a "
+    "signal, so when rank 1 is SIGKILLed it reports 'rank 0 raised RuntimeError' (rank 0's all_reduce lost its peer) "
+    "and rank 1 as failing after it"
 )
 
 
@@ -97,6 +98,7 @@ def _assert_job_down(job, code, pids, leftovers, launcher_killed: bool = False) 
     else:
         assert code != 0, job.stderr
     assert not leftovers, f"processes of the job still running after it ended: {leftovers}\n{job.stderr[-4000:]}"
+    assert not [pid for pid in pids.values() if is_alive(pid)], f"a rank outlived the job: {pids}"
     assert "DONE" not in job.stdout  # no rank carried on to the end of its loop
 
 
@@ -120,15 +122,7 @@ def _xfail(reason: str):
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-@pytest.mark.parametrize(
-    "launcher",
-    [
-        pytest.param("ddp", marks=_xfail(SIGTERM_MISREPORT)),
-        "ddp_spawn",
-        pytest.param("fabric_run", marks=_xfail(SIGTERM_MISREPORT)),
-        "torchrun",
-    ],
-)
+@pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run", "torchrun"])
 def test_rank_that_raises(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "raise")
     _assert_job_down(job, code, pids, leftovers)
@@ -141,7 +135,7 @@ def test_rank_that_raises(tmp_path, launcher):
 
 @pytest.mark.parametrize(
     "launcher",
-    ["ddp", "ddp_spawn", pytest.param("fabric_run", marks=_xfail(SIGTERM_MISREPORT)), "torchrun"],
+    ["ddp", "ddp_spawn", pytest.param("fabric_run", marks=_xfail(SIGKILL_BLAMED_ON_PEER)), "torchrun"],
 )
 def test_rank_killed_by_sigkill(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill")
@@ -152,15 +146,7 @@ def test_rank_killed_by_sigkill(tmp_path, launcher):
         assert "rank 1" in fabric_lines(job.stderr)[0], "the first summary line names the rank that failed first"
 
 
-@pytest.mark.parametrize(
-    "launcher",
-    [
-        pytest.param("ddp", marks=_xfail(SIGTERM_MISREPORT)),
-        "ddp_spawn",
-        pytest.param("fabric_run", marks=_xfail(SIGTERM_MISREPORT)),
-        "torchrun",
-    ],
-)
+@pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run", "torchrun"])
 def test_rank_that_hangs_in_a_collective(tmp_path, launcher):
     """Rank 1 sleeps while rank 0 waits in all_reduce: FABRIC_COLLECTIVE_TIMEOUT ends the job."""
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "hang")
@@ -179,21 +165,8 @@ def test_rank_that_exits_with_a_code(tmp_path, launcher):
     _no_self_inflicted_sigterm(job, launcher)
 
 
-ORPHANS = (
-    "core bug: killing the `fabric run` / torchrun agent with SIGKILL leaves its workers running "
-    "(they are not tied to the agent's life, unlike strategy='ddp' workers with PDEATHSIG)"
-)
-
-
-@pytest.mark.parametrize(
-    "launcher",
-    [
-        "ddp",  # the launcher is rank 0 itself: the worker must die with it (PDEATHSIG)
-        "ddp_spawn",
-        pytest.param("fabric_run", marks=_xfail(ORPHANS)),
-        pytest.param("torchrun", marks=_xfail(ORPHANS)),
-    ],
-)
+# for "ddp" the launcher is rank 0 itself: the worker must die with it (PDEATHSIG)
+@pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run", "torchrun"])
 def test_launcher_killed_by_sigkill_leaves_no_workers(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill", kill="launcher")
     _assert_job_down(job, code, pids, leftovers, launcher_killed=True)
@@ -216,18 +189,10 @@ if __name__ == "__main__":
 """
 
 
-SPAWN_SIGINT = (
-    "core bug: SIGINT (KeyboardInterrupt) in the ddp_spawn launcher leaves its workers training; "
-    "MultiprocessingLauncher.launch does not terminate them, and interpreter exit waits for them"
-)
-
-
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run"])
-def test_interrupting_the_launcher_stops_the_workers(request, tmp_path, launcher, signal_name):
+def test_interrupting_the_launcher_stops_the_workers(tmp_path, launcher, signal_name):
     """SIGINT/SIGTERM aimed at the launching process only (``kill``, a scheduler): the whole job stops."""
-    if (launcher, signal_name) == ("ddp_spawn", "SIGINT"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SPAWN_SIGINT))
     job = start_job(tmp_path, [*LAUNCHERS[launcher](write_script(tmp_path, INTERRUPTED))])
     job.wait_for_output(r"READY \d", count=2)
     os.kill(job.proc.pid, getattr(signal, signal_name))

@@ -79,6 +79,7 @@ class Campaign:
     steps: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     stale_after_clean_save: list[str] = field(default_factory=list)
+    clean_writer_pid: int = 0
     seed: int = 0
     folder: Path | None = None
 
@@ -154,6 +155,7 @@ def campaign(tmp_path_factory) -> Campaign:
         # one more writer saves once and exits normally
         job.proc.stdin.write(b"once final.log\n")
         job.proc.stdin.flush()
+        result.clean_writer_pid = int(_wait_line(job, r"^CHILD final\.log (\d+)$")[1])
         _wait_line(job, r"^REAPED final\.log 0$")
         result.stale_after_clean_save = _temp_files(folder)
         print(
@@ -184,6 +186,8 @@ def test_final_checkpoint_loads_with_fabric(campaign):
     loaded = Fabric(accelerator="cpu").load(campaign.folder / "ckpt.pt")
     assert loaded["step"] == campaign.steps[-1] + 1  # the clean writer resumed and saved one more
     assert torch.equal(loaded["weights"], torch.full((NUMEL,), float(loaded["step"])))
+    # the writer that finished cleanly left no temporary file of its own
+    assert not [name for name in campaign.stale_after_clean_save if f".{campaign.clean_writer_pid}." in name]
 
 
 @pytest.mark.xfail(
