@@ -163,8 +163,18 @@ def launch_elastic(
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
+        # A rank killed by a signal the agent does not send (SIGKILL, SIGSEGV ...) records nothing; its
+        # peers then raise on the lost connection, so it is the cause. Otherwise the earliest exception.
+        killed = sorted(
+            (f.timestamp, r)
+            for r, f in err.failures.items()
+            if f.exitcode < 0 and f.signal_name() not in ("SIGTERM", "SIGINT")
+        )
         recorded = recorded_failures(failure_dir)
-        if recorded:
+        if killed:
+            rank = killed[0][1]
+            how = f"was killed by {err.failures[rank].signal_name()}"
+        elif recorded:
             _, rank, name = recorded[0]
             how = f"raised {name}"
         else:
