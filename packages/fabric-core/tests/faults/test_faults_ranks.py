@@ -66,12 +66,6 @@ TIMED_OUT = {
     "torchrun": r"rank\s*:\s*0 \(local_rank: 0\)\s+exitcode\s*:\s*1",
 }
 
-SIGKILL_BLAMED_ON_PEER = (
-    "core bug: `fabric run` (cli/main.py launch_elastic) prefers any recorded exception over a rank killed by a "
-    "signal, so when rank 1 is SIGKILLed it reports 'rank 0 raised RuntimeError' (rank 0's all_reduce lost its peer) "
-    "and rank 1 as failing after it"
-)
-
 
 def _run_fault(tmp_path, launcher: str, fault: str, target: int = 1, kill: str = "rank"):
     script = write_script(tmp_path, WORKER)
@@ -145,7 +139,7 @@ def test_rank_that_raises(tmp_path, launcher):
     [
         "ddp",
         "ddp_spawn",
-        pytest.param("fabric_run", marks=_xfail(SIGKILL_BLAMED_ON_PEER)),
+        "fabric_run",
         # not strict: it fails only when rank 0's exception is recorded before the agent sees rank 1 die
         pytest.param("torchrun", marks=pytest.mark.xfail(strict=False, reason=TORCHRUN_ROOT_CAUSE)),
     ],
