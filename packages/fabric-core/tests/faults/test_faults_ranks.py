@@ -119,10 +119,6 @@ TORCHRUN_ROOT_CAUSE = (
 )
 
 
-def _xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run", "torchrun"])
 def test_rank_that_raises(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "raise")

@@ -190,11 +190,6 @@ def test_final_checkpoint_loads_with_fabric(campaign):
     assert not [name for name in campaign.stale_after_clean_save if f".{campaign.clean_writer_pid}." in name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: temporary files of writers killed inside fabric.save (.fabric-tmp-<name>.<pid>.<hex>) are "
-    "never removed; a later successful save of the same file should delete those of dead pids",
-)
 def test_successful_save_removes_temp_files_of_killed_writers(campaign):
     assert campaign.mid_write >= 1
     assert campaign.stale_after_clean_save == [], campaign.stale_after_clean_save
