@@ -104,6 +104,16 @@ def is_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def still_alive(pids: list[int], grace: float = 15.0) -> list[int]:
+    """Those of ``pids`` still running after up to ``grace`` seconds (a killed process takes a moment to go)."""
+    deadline = time.monotonic() + grace
+    alive = [p for p in pids if is_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if is_alive(p)]
+    return alive
+
+
 def processes_with_marker(marker: str) -> list[int]:
     """Live processes whose environment holds ``FAULT_JOB=marker``."""
     needle = f"{MARKER_VAR}={marker}".encode() + b"\0"

@@ -12,7 +12,7 @@ import re
 import signal
 
 import pytest
-from fault_helpers import LAUNCHERS, fabric_lines, is_alive, start_job, write_script
+from fault_helpers import LAUNCHERS, fabric_lines, start_job, still_alive, write_script
 
 COLLECTIVE_TIMEOUT = 10  # seconds; FABRIC_COLLECTIVE_TIMEOUT for every job here
 END_MARGIN = 90  # seconds a job may take to wind down after the fault (a loaded 2-core machine)
@@ -92,7 +92,7 @@ def _assert_job_down(job, code, pids, leftovers, launcher_killed: bool = False) 
     else:
         assert code != 0, job.stderr
     assert not leftovers, f"processes of the job still running after it ended: {leftovers}\n{job.stderr[-4000:]}"
-    assert not [pid for pid in pids.values() if is_alive(pid)], f"a rank outlived the job: {pids}"
+    assert not still_alive(list(pids.values())), f"a rank outlived the job: {pids}"
     assert "DONE" not in job.stdout  # no rank carried on to the end of its loop
 
 
