@@ -96,12 +96,43 @@ def _assert_job_down(job, code, pids, leftovers, launcher_killed: bool = False) 
     assert "DONE" not in job.stdout  # no rank carried on to the end of its loop
 
 
-def _assert_reported(job, launcher: str, patterns: dict[str, str]) -> None:
+# Known intermittent misattributions (core bugs): when rank 1 dies, rank 0's collective fails on the lost peer
+# a few milliseconds later; if that consequence is recorded before the launcher notices rank 1, rank 0 is
+# blamed. Only this exact signature is tolerated (as an xfail); any other wrong report fails the test.
+TORCHRUN_ROOT_CAUSE = (
+    "core bug (intermittent, since aeedb1e): workers write every uncaught exception to TORCHELASTIC_ERROR_FILE, "
+    "including rank 0's consequential 'Connection closed/reset by peer' RuntimeError; torch's report compares "
+    "whole-second timestamps (ties go to the lowest rank) and names rank 0 as the root cause"
+)
+SPAWN_ROOT_CAUSE = (
+    "core bug (intermittent): MultiprocessingLauncher._failure prefers any rank that left a traceback, so when "
+    "rank 1 dies without one (os._exit, SIGKILL) and rank 0 raised on the lost peer first, rank 0 is blamed"
+)
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer")
+
+
+def _known_misattribution(job, launcher: str, text: str) -> str | None:
+    """The reason of a known core bug when the report blames rank 0 for losing its peer, else None."""
+    if not _PEER_LOST.search(job.stderr):
+        return None
+    if launcher == "torchrun" and re.search(r"rank\s*:\s*0 \(local_rank: 0\)", text):
+        return TORCHRUN_ROOT_CAUSE
+    if launcher == "ddp_spawn" and "rank 0 raised an exception" in text:
+        return SPAWN_ROOT_CAUSE
+    return None
+
+
+def _assert_reported(job, launcher: str, patterns: dict[str, str], failed_rank: int = 1) -> None:
     text = job.stderr
     if launcher == "torchrun":
         assert "Root Cause (first observed failure)" in text, text[-4000:]
         text = text.split("Root Cause (first observed failure)", 1)[1]
-    assert re.search(patterns[launcher], text), job.stderr[-4000:]
+    if re.search(patterns[launcher], text):
+        return
+    known = _known_misattribution(job, launcher, text) if failed_rank == 1 else None
+    if known:
+        pytest.xfail(known)
+    pytest.fail(f"the report does not name the rank that failed first:\n{job.stderr[-4000:]}")
 
 
 def _no_self_inflicted_sigterm(job, launcher: str) -> None:
@@ -110,13 +141,6 @@ def _no_self_inflicted_sigterm(job, launcher: str) -> None:
         return  # torch's own report; not Fabric's wording
     lines = fabric_lines(job.stderr)
     assert not [line for line in lines if "SIGTERM" in line], lines
-
-
-TORCHRUN_ROOT_CAUSE = (
-    "core bug (since aeedb1e, intermittent): workers now write rank 0's consequential RuntimeError ('Connection "
-    "closed by peer') to TORCHELASTIC_ERROR_FILE; torch's report then takes it, with its earlier timestamp, as the "
-    "root cause instead of rank 1's SIGKILL"
-)
 
 
 @pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run", "torchrun"])
@@ -130,16 +154,7 @@ def test_rank_that_raises(tmp_path, launcher):
         assert "rank 1" in fabric_lines(job.stderr)[0], "the first summary line names the rank that failed first"
 
 
-@pytest.mark.parametrize(
-    "launcher",
-    [
-        "ddp",
-        "ddp_spawn",
-        "fabric_run",
-        # not strict: it fails only when rank 0's exception is recorded before the agent sees rank 1 die
-        pytest.param("torchrun", marks=pytest.mark.xfail(strict=False, reason=TORCHRUN_ROOT_CAUSE)),
-    ],
-)
+@pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run", "torchrun"])
 def test_rank_killed_by_sigkill(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill")
     _assert_job_down(job, code, pids, leftovers)
@@ -155,7 +170,7 @@ def test_rank_that_hangs_in_a_collective(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "hang")
     _assert_job_down(job, code, pids, leftovers)
     assert f"Timed out waiting {COLLECTIVE_TIMEOUT * 1000}ms" in job.stderr, job.stderr[-4000:]
-    _assert_reported(job, launcher, TIMED_OUT)
+    _assert_reported(job, launcher, TIMED_OUT, failed_rank=0)
     _no_self_inflicted_sigterm(job, launcher)
 
 
@@ -164,7 +179,7 @@ def test_rank_that_exits_with_a_code(tmp_path, launcher):
     """os._exit(3) in rank 1: no traceback anywhere, so the summary is all the user gets."""
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "exit")
     _assert_job_down(job, code, pids, leftovers)
-    assert re.search(r"rank 1 exited with code 3", job.stderr), job.stderr[-4000:]
+    _assert_reported(job, launcher, {launcher: r"rank 1 exited with code 3"})
     _no_self_inflicted_sigterm(job, launcher)
 
 
