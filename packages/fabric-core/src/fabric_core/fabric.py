@@ -67,6 +67,7 @@ class Fabric:
         self._launched = False
         self._log_step = 0
         self._set_up_modules: weakref.WeakSet[Module] = weakref.WeakSet()  # ids could be reused
+        self._set_up_optimizers: weakref.WeakSet[Optimizer] = weakref.WeakSet()
         # Nothing between the loss and autograd: fabric.backward can call tensor.backward directly.
         from fabric_core.plugins.strategy import Strategy
 
@@ -83,12 +84,13 @@ class Fabric:
     def __getstate__(self) -> dict[str, Any]:
         # Sent to spawned workers: the weak set of modules set up here does not travel (and cannot pickle).
         state = self.__dict__.copy()
-        state["_set_up_modules"] = None
+        state["_set_up_modules"] = state["_set_up_optimizers"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._set_up_modules = weakref.WeakSet()
+        self._set_up_optimizers = weakref.WeakSet()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -273,10 +275,10 @@ class Fabric:
 
         wrapped = []
         for loader in dataloaders:
+            if isinstance(loader, _FabricDataLoader):
+                raise ValueError("This dataloader was already set up; pass the original DataLoader only once.")
             if not isinstance(loader, DataLoader):
                 raise TypeError(f"setup_dataloaders expects torch DataLoaders, got {type(loader).__name__}.")
-            if isinstance(loader, _FabricDataLoader):
-                raise ValueError("This dataloader was already set up.")
             loader = prepare_dataloader(loader, self._strategy, replace_sampler=replace)
             device = self.device if move_to_device and self.device.type != "cpu" else None
             wrapped.append(_FabricDataLoader(loader, device=device, strategy=self._strategy))
@@ -294,6 +296,7 @@ class Fabric:
         return _FabricModule(forward_module, self._strategy, original)
 
     def _wrap_optimizer(self, optimizer: Optimizer) -> _FabricOptimizer:
+        self._set_up_optimizers.add(optimizer)
         if self._strategy.requires_fabric_backward():
             # Stepping the original optimizer would skip the scaler / engine: refuse it clearly.
             optimizer.register_step_pre_hook(functools.partial(_refuse_raw_step, self._strategy))
@@ -306,7 +309,7 @@ class Fabric:
             raise ValueError("This module was already set up with fabric.setup; pass the original module only once.")
 
     def _check_optimizer(self, optimizer: Any) -> None:
-        if isinstance(optimizer, _FabricOptimizer):
+        if isinstance(optimizer, _FabricOptimizer) or optimizer in self._set_up_optimizers:
             raise ValueError("This optimizer was already set up; pass the original optimizer only once.")
         if not isinstance(optimizer, Optimizer):
             raise TypeError(

@@ -249,12 +249,6 @@ def test_foreign_files_are_refused_without_running_their_code(tmp_path, valid_by
         assert error.__class__ is CheckpointError, name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a file that is no pickle at all (JSON, .npy, text) is reported as 'holds objects that safe "
-    "loading refuses' with torch's advice that weights_only=False 'will likely succeed'; it would not, and "
-    "nudging users to unsafe loading for an unknown file is wrong",
-)
 @pytest.mark.parametrize("name", ["json", "numpy .npy"])
 def test_non_pickle_files_are_not_blamed_on_safe_loading(tmp_path, valid_bytes, name):
     path = tmp_path / "foreign.pt"
@@ -282,11 +276,6 @@ def test_newer_format_is_refused_with_an_upgrade_hint(tmp_path, version):
         assert f"format {version}" in str(error) and "pip install -U fabric-core" in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: TorchCheckpointIO.load_checkpoint only compares __fabric_format__ when it is an int; a float "
-    "above the current format (2.0, 1.5) or a str ('2') is dropped and the file loads as the current format",
-)
 @pytest.mark.parametrize("version", [float(FORMAT_VERSION + 1), FORMAT_VERSION + 0.5, str(FORMAT_VERSION + 1)])
 def test_newer_format_marker_of_another_type_is_refused(tmp_path, version):
     path = tmp_path / "future.pt"

@@ -240,11 +240,6 @@ def test_a_wrapped_optimizer_set_up_again_is_refused():
         fabric.setup_optimizers(optimizer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Fabric._check_optimizer only refuses _FabricOptimizer wrappers; the same original optimizer "
-    "passed again (here with another module, whose parameters it does not hold) is wrapped a second time silently",
-)
 def test_the_same_original_optimizer_set_up_twice_is_refused():
     fabric = Fabric(accelerator="cpu")
     module = nn.Linear(2, 1)
@@ -254,12 +249,6 @@ def test_the_same_original_optimizer_set_up_twice_is_refused():
         fabric.setup(nn.Linear(2, 1), optimizer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: in Fabric.setup_dataloaders the 'isinstance(loader, DataLoader)' check comes before the "
-    "_FabricDataLoader one, so a loader set up twice gets 'expects torch DataLoaders, got _FabricDataLoader' "
-    "(a TypeError) and the 'already set up' branch is unreachable",
-)
 def test_a_dataloader_set_up_twice_says_so():
     fabric = Fabric(accelerator="cpu")
     loader = fabric.setup_dataloaders(DataLoader(TensorDataset(torch.ones(4, 2)), batch_size=2))

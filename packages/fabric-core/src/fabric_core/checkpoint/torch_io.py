@@ -40,6 +40,15 @@ class TorchCheckpointIO(CheckpointIO):
                 "are folders: load them with the strategy that wrote them)."
             ) from None
         with handle:
+            head = handle.read(4)
+            handle.seek(0)
+            if not head:
+                raise CheckpointError(f"Checkpoint {str(path)!r} could not be read: it is truncated, empty (0 bytes).")
+            if head[:2] != b"PK" and head[:1] != b"\x80":
+                raise CheckpointError(
+                    f"Checkpoint {str(path)!r} is not a file written by torch.save (it starts with {head!r}; "
+                    "a torch checkpoint is a zip archive or a pickle)."
+                )
             try:
                 data = torch.load(handle, map_location=map_location, weights_only=weights_only)
             except pickle.UnpicklingError as err:
@@ -58,8 +67,13 @@ class TorchCheckpointIO(CheckpointIO):
             raise CheckpointError(
                 f"Checkpoint {str(path)!r} holds a {type(data).__name__}, but a dict of state was expected."
             )
-        version = data.pop(FORMAT_KEY, None)
-        if isinstance(version, int) and version > FORMAT_VERSION:
+        version = data.pop(FORMAT_KEY, FORMAT_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} has an invalid format marker {version!r}; this fabric-core writes and reads "
+                f"format {FORMAT_VERSION}."
+            )
+        if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"Checkpoint {str(path)!r} was written in format {version} by a newer fabric-core; this one reads "
                 f"up to format {FORMAT_VERSION}. Upgrade: pip install -U fabric-core"

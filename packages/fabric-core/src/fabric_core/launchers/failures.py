@@ -45,21 +45,51 @@ def record_failures(rank: int) -> None:
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if is_lost_peer(value):  # a consequence of another rank's failure, not a cause
+            previous(kind, value, tb)
+            return
         if folder:
             try:
                 (Path(folder) / str(rank)).write_text(f"{time.time()} {kind.__name__}")
             except OSError:
                 pass
         if elastic and isinstance(value, Exception):
-            try:
-                from torch.distributed.elastic.multiprocessing.errors import get_error_handler
-
-                get_error_handler().record_exception(value)
-            except Exception:
-                pass
+            _write_elastic_error_file(kind, value, tb)
         previous(kind, value, tb)
 
     sys.excepthook = hook
+
+
+LOST_PEER_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def is_lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process went away."""
+    return any(marker in str(error) for marker in LOST_PEER_MARKERS)
+
+
+def _write_elastic_error_file(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """Record the exception where torch's elastic agent reads it (its own helper loses the traceback here)."""
+    import json
+    import traceback
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or os.path.exists(path):
+        return
+    data = {
+        "message": {
+            "message": f"{kind.__name__}: {value}",
+            "extraInfo": {
+                "py_callstack": "".join(traceback.format_exception(kind, value, tb)),
+                "timestamp": str(int(time.time())),
+            },
+        }
+    }
+    try:
+        with open(path, "w") as f:
+            json.dump(data, f)
+    except OSError:
+        pass
 
 
 def recorded_failures(folder: str | None) -> list[tuple[float, int, str]]:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.launchers.failures import WorkerFailedError
+from fabric_core.launchers.failures import LOST_PEER_MARKERS, WorkerFailedError, describe_exit
 from fabric_core.plugins.launcher import Launcher
 
 if TYPE_CHECKING:
@@ -96,8 +96,25 @@ class MultiprocessingLauncher(Launcher):
 
     def _failure(self, context: Any, err: Exception) -> WorkerFailedError:
         """Name the rank that failed first (the others usually fail because it disappeared)."""
+        import signal
+
         base = self._strategy.node_rank * self._strategy.num_processes
         raised = _raised_tracebacks(context.error_files)
+        with_traceback = {index for index, _ in raised}
+        silent = [
+            (index, process.exitcode)
+            for index, process in enumerate(context.processes)
+            if process.exitcode not in (None, 0, -signal.SIGTERM) and index not in with_traceback
+        ]
+        raised = [(i, t) for i, t in raised if not any(marker in t for marker in LOST_PEER_MARKERS)] or raised
+        if silent and (
+            not raised
+            or all(any(m in t for m in LOST_PEER_MARKERS) for _, t in _raised_tracebacks(context.error_files))
+        ):
+            index, code = silent[0]
+            return WorkerFailedError(
+                f"rank {base + index} {describe_exit(code)}; the other processes of the job were stopped."
+            )
         if raised:
             index, trace = raised[0]
             others = [base + i for i, _ in raised[1:]]

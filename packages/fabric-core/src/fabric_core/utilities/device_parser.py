@@ -7,6 +7,8 @@ from typing import Any
 
 from fabric_core.errors import MisconfigurationError
 
+#: Upper bound on processes per machine where the hardware sets none (CPU): beyond it is a typo.
+MAX_PROCESSES = 4096
 VALID_FORMS = (
     'a positive int (number of devices), -1 (all devices), "auto", a numeric string ("2", "-1"), '
     'a comma-separated index string ("0,1") or a list of indices ([0, 1])'
@@ -48,6 +50,8 @@ def parse_device_indices(devices: Any, available: int | None, kind: str) -> list
             return list(range(available))
         if devices <= 0:
             raise fail("the count must be positive, or -1 for all devices")
+        if available is None and devices > MAX_PROCESSES:
+            raise fail(f"more than {MAX_PROCESSES} processes per machine is not supported")
         if available is not None and devices > available:
             raise fail(f"only {available} device(s) are available")
         return list(range(devices))
@@ -63,6 +67,8 @@ def _check_indices(indices: list[int], available: int | None, fail: Any) -> list
         raise fail("indices repeat")
     if any(i < 0 for i in indices):
         raise fail("indices must be non-negative")
+    if available is None and (len(indices) > MAX_PROCESSES or max(indices) >= 2**31):
+        raise fail(f"more than {MAX_PROCESSES} processes per machine is not supported")
     if available is not None and any(i >= available for i in indices):
         raise fail(f"only indices 0..{available - 1} exist")
     return indices
