@@ -63,8 +63,8 @@ def record_failures(rank: int) -> None:
 LOST_PEER_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
 
-def is_lost_peer(error: BaseException) -> bool:
-    """Whether ``error`` is a collective failing because another process went away."""
+def is_lost_peer(error: BaseException | str) -> bool:
+    """Whether ``error`` (an exception or its traceback) is a collective failing because a peer went away."""
     return any(marker in str(error) for marker in LOST_PEER_MARKERS)
 
 

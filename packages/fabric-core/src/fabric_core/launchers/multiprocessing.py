@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.launchers.failures import LOST_PEER_MARKERS, WorkerFailedError, describe_exit
+from fabric_core.launchers.failures import WorkerFailedError, describe_exit, is_lost_peer
 from fabric_core.plugins.launcher import Launcher
 
 if TYPE_CHECKING:
@@ -106,18 +106,16 @@ class MultiprocessingLauncher(Launcher):
             for index, process in enumerate(context.processes)
             if process.exitcode not in (None, 0, -signal.SIGTERM) and index not in with_traceback
         ]
-        raised = [(i, t) for i, t in raised if not any(marker in t for marker in LOST_PEER_MARKERS)] or raised
-        if silent and (
-            not raised
-            or all(any(m in t for m in LOST_PEER_MARKERS) for _, t in _raised_tracebacks(context.error_files))
-        ):
+        causes = [(i, t) for i, t in raised if not is_lost_peer(t)]  # lost-peer errors are consequences
+        if silent and not causes:
             index, code = silent[0]
             return WorkerFailedError(
                 f"rank {base + index} {describe_exit(code)}; the other processes of the job were stopped."
             )
         if raised:
-            index, trace = raised[0]
-            others = [base + i for i, _ in raised[1:]]
+            first, *rest = causes or raised
+            index, trace = first
+            others = [base + i for i, _ in rest]
             note = f" Ranks {others} failed after it." if others else ""
             return WorkerFailedError(f"rank {base + index} raised an exception; the job was stopped.{note}\n\n{trace}")
         index = getattr(err, "error_index", 0)
