@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
@@ -517,6 +517,27 @@ class Fabric:
         plain = {name: _to_number(name, value) for name, value in metrics.items()}
         for logger in self._loggers:
             logger.log_metrics(plain, step=step)
+
+    # ------------- conveniences (accumulation, evaluation, profiling, progress)
+    def progress(
+        self,
+        iterable: Iterable[Any],
+        desc: str | None = None,
+        total: int | None = None,
+        every: float = 10.0,
+        mode: str = "auto",
+        **tqdm_kwargs: Any,
+    ) -> Iterable[Any]:
+        """Show progress over ``iterable`` on global rank 0; the other ranks get ``iterable`` itself.
+
+        A tqdm bar in a terminal or notebook; in logs (not a terminal) or without tqdm installed, a
+        line each ``every`` percent. ``mode`` is ``"auto"``, ``"bar"`` or ``"lines"``.
+        """
+        if not self.is_global_zero:
+            return iterable
+        from fabric_core.utilities.progress import progress_bar
+
+        return progress_bar(iterable, desc=desc, total=total, every=every, mode=mode, **tqdm_kwargs)  # type: ignore[arg-type]
 
 
 def _refuse_raw_step(strategy: Any, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
