@@ -8,6 +8,7 @@ name is asked for, after the version handshake of the distribution that provides
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -27,15 +28,45 @@ API_GROUP = "fabric_core.plugin_api"
 
 # Names that sibling packages provide, so that asking for one that is not installed tells the
 # user which extra to install. Core does not import these packages; it only knows their names.
-_EXTRA_PREFIXES: tuple[tuple[str, str, str], ...] = (
-    ("accelerator", "cuda", "cuda"),
-    ("accelerator", "gpu", "cuda"),
-    ("accelerator", "tpu", "xla"),
-    ("accelerator", "xla", "xla"),
-    ("strategy", "deepspeed", "deepspeed"),
-    ("strategy", "xla", "xla"),
-    ("strategy", "single_xla", "xla"),
+_DEEPSPEED_STRATEGIES = (
+    "deepspeed",
+    "deepspeed_stage_1",
+    "deepspeed_stage_1_offload",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme",
 )
+_PROVIDED_BY: dict[tuple[str, str], str] = {
+    ("accelerator", "cuda"): "cuda",
+    ("accelerator", "gpu"): "cuda",
+    ("accelerator", "tpu"): "xla",
+    ("accelerator", "xla"): "xla",
+    **{("strategy", name): "deepspeed" for name in _DEEPSPEED_STRATEGIES},
+    ("strategy", "xla"): "xla",
+    ("strategy", "single_xla"): "xla",
+    ("strategy", "xla_fsdp"): "xla",
+    ("strategy", "xla_spmd"): "xla",
+    ("strategy", "xla_spmd_fsdp"): "xla",
+}
+#: Public classes of sibling packages that scripts import from core's namespaces (Lightning's paths).
+_CLASSES_PROVIDED_BY: dict[str, str] = {
+    "CUDAAccelerator": "cuda",
+    "XLAAccelerator": "xla",
+    "DeepSpeedStrategy": "deepspeed",
+    "XLAStrategy": "xla",
+    "SingleDeviceXLAStrategy": "xla",
+    "XLAFSDPStrategy": "xla",
+}
+
+
+def _extra_installed(extra: str) -> bool:
+    try:
+        metadata.distribution(f"fabric-{extra}")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -50,10 +81,54 @@ class PluginEntry:
 
 
 def install_hint(kind: str, name: str) -> str | None:
-    """The extra that provides ``name``, as a pip command, or ``None`` when no sibling does."""
-    for hint_kind, prefix, extra in _EXTRA_PREFIXES:
-        if hint_kind == kind and (name == prefix or name.startswith(prefix + "_")):
-            return f'pip install "fabric-core[{extra}]"'
+    """The pip command that installs the package providing ``name``.
+
+    ``None`` unless a known sibling package provides exactly that name and is not installed: a name
+    nobody provides (a typo) gets the list of valid names instead of a misleading install hint.
+    """
+    extra = _PROVIDED_BY.get((kind, name))
+    if extra is None or _extra_installed(extra):
+        return None
+    return f'pip install "fabric-core[{extra}]"'
+
+
+def class_install_hint(class_name: str) -> str | None:
+    """Like ``install_hint``, for a class name (``DeepSpeedStrategy``) a sibling package exports."""
+    extra = _CLASSES_PROVIDED_BY.get(class_name)
+    if extra is None or _extra_installed(extra):
+        return None
+    return f'pip install "fabric-core[{extra}]"'
+
+
+def backend_class(kind: str, class_name: str) -> Any:
+    """The class ``class_name`` exported by an installed package registering ``kind`` plugins, or ``None``.
+
+    Lets ``fabric_core.strategies.DeepSpeedStrategy`` resolve through the entry points, without core
+    naming the package. Raises ``PluginNotInstalledError`` with the pip command when a known sibling
+    package that would provide it is missing.
+    """
+    if not class_name[:1].isupper():
+        return None
+    seen: set[str] = set()
+    for entry in available(kind).values():
+        if entry.distribution is None or _normalise(entry.distribution) == "fabric_core":
+            continue
+        module_name, _, attribute = entry.value.partition(":")
+        package = module_name.split(".")[0]
+        if attribute == class_name or package not in seen:
+            seen.add(package)
+            check_api_version(entry.distribution)
+            if attribute == class_name:
+                return entry.entry_point.load()
+            try:
+                found = getattr(importlib.import_module(package), class_name, None)
+            except ImportError:
+                continue  # a broken optional backend must not hide the others
+            if isinstance(found, type):
+                return found
+    hint = class_install_hint(class_name)
+    if hint is not None:
+        raise PluginNotInstalledError(f"{class_name} is provided by a separate package: {hint}")
     return None
 
 

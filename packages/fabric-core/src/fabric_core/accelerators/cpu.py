@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from fabric_core.accelerators.name import CallableName
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.accelerator import Accelerator
 from fabric_core.utilities.device_parser import parse_device_indices
@@ -14,7 +15,7 @@ from fabric_core.utilities.device_parser import parse_device_indices
 class CPUAccelerator(Accelerator):
     """Runs on the host CPU; ``devices`` counts processes (each uses the CPU)."""
 
-    name = "cpu"
+    name = CallableName("cpu")
     auto_priority = 0
 
     @staticmethod
@@ -33,8 +34,18 @@ class CPUAccelerator(Accelerator):
         # On the CPU an index list only says how many processes to run.
         return list(range(len(indices)))
 
+    @classmethod
+    def get_parallel_devices(cls, devices: Any) -> list[torch.device]:
+        """One ``torch.device("cpu")`` per process that ``devices`` asks for."""
+        return [torch.device("cpu")] * len(cls.parse_devices(devices))
+
     def get_device(self, index: int) -> torch.device:
         return torch.device("cpu")
+
+    def setup_device(self, device: torch.device) -> None:
+        """Nothing to prepare on the CPU; refuse any other kind of device."""
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"Device should be CPU, got {device} instead.")
 
     def supported_precisions(self) -> tuple[str, ...]:
         return ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true")
