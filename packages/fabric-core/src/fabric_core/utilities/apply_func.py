@@ -53,3 +53,7 @@ def convert_floating(data: Any, dtype: torch.dtype) -> Any:
         return t.to(dtype) if torch.is_floating_point(t) and t.dtype != dtype else t
 
     return apply_to_tensors(data, cast)
+
+
+#: Lightning's name for ``move_to_device``.
+move_data_to_device = move_to_device

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import (
@@ -17,8 +16,10 @@ from torch.utils.data import (
 )
 
 from fabric_core.errors import MisconfigurationError
+from fabric_core.utilities.attribute_dict import AttributeDict as AttributeDict  # Lightning's import path
+from fabric_core.utilities.cpus import suggested_max_num_workers as suggested_max_num_workers
 from fabric_core.utilities.samplers import DistributedSamplerWrapper
-from fabric_core.utilities.seed import SEED_ENV, SEED_WORKERS_ENV, worker_init_function
+from fabric_core.utilities.seed import global_seed, seed_workers_enabled, worker_init_function
 
 if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
@@ -44,21 +45,19 @@ _LOADER_ARGS = (
 def prepare_dataloader(loader: DataLoader, strategy: Strategy, replace_sampler: bool = True) -> DataLoader:
     """Return ``loader`` or a rebuilt copy whose sampler gives this rank its shard of the data."""
     sampler_kwargs = strategy.distributed_sampler_kwargs
-    seed_workers = os.environ.get(SEED_WORKERS_ENV) == "1" and loader.worker_init_fn is None and loader.num_workers > 0
     shard = replace_sampler and sampler_kwargs is not None and not isinstance(loader.dataset, IterableDataset)
-    if not shard and not seed_workers:
+    if loader.worker_init_fn is None and seed_workers_enabled():
+        # As in Lightning: set on the loader itself, also with num_workers=0 (it then never runs).
+        loader.worker_init_fn = functools.partial(worker_init_function, rank=strategy.global_rank)
+    if not shard:
         return loader
-    overrides: dict[str, Any] = {}
-    if seed_workers:
-        overrides["worker_init_fn"] = functools.partial(worker_init_function, rank=strategy.global_rank)
-    if shard:
-        assert sampler_kwargs is not None
-        overrides.update(_sharded_sampling(loader, sampler_kwargs))
+    assert sampler_kwargs is not None
+    overrides: dict[str, Any] = _sharded_sampling(loader, sampler_kwargs)
     return _rebuild(loader, overrides)
 
 
 def _shared_seed() -> int:
-    return int(os.environ.get(SEED_ENV, 0))
+    return global_seed()
 
 
 def _sharded_sampling(loader: DataLoader, kwargs: dict[str, int]) -> dict[str, Any]:
