@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -25,7 +26,23 @@ from fabric_core.wrappers.dataloader import _FabricDataLoader
 from fabric_core.wrappers.module import _FabricModule, is_wrapped, unwrap_compiled
 from fabric_core.wrappers.optimizer import _FabricOptimizer
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from torch.distributed import ReduceOp
+
+    from fabric_core.plugins.accelerator import Accelerator
+    from fabric_core.plugins.checkpoint_io import CheckpointIO
+    from fabric_core.plugins.environment import ClusterEnvironment
+    from fabric_core.plugins.precision import Precision
+    from fabric_core.plugins.strategy import Strategy
+
+    _PluginInput = Precision | ClusterEnvironment | CheckpointIO
+
 _REDUCE_OPS = ("sum", "mean", "max", "min")
+_REDUCE_ALIASES = {"avg": "mean"}
+#: the entry-point group through which installed packages add callbacks (Lightning: lightning.fabric.callbacks_factory)
+CALLBACKS_GROUP = "fabric_core.callbacks"
 
 
 class Fabric:
@@ -42,30 +59,31 @@ class Fabric:
             ``"64-true"`` or the older ``32``, ``64``, ``16``, ``"bf16"``.
         plugins: ``Precision``, ``ClusterEnvironment`` or ``CheckpointIO`` instances.
         callbacks: objects whose methods ``fabric.call(name, ...)`` invokes.
-        loggers: ``Logger`` instances that ``fabric.log`` writes to.
+        loggers: ``Logger`` instances that ``fabric.log`` writes to, or registered names (``"tensorboard"``,
+            ``"csv"``, ``"mlflow"``, ``"wandb"``, ...) built with their defaults.
     """
 
     def __init__(
         self,
-        accelerator: Any = None,
-        strategy: Any = None,
-        devices: Any = None,
+        *,
+        accelerator: str | Accelerator | None = None,
+        strategy: str | Strategy | None = None,
+        devices: list[int] | str | int | None = None,
         num_nodes: int = 1,
-        precision: Any = 32,
-        plugins: Any = None,
-        callbacks: Any = None,
-        loggers: Any = None,
+        precision: str | int | None = 32,
+        plugins: _PluginInput | list[_PluginInput] | None = None,
+        callbacks: list[object] | object | None = None,
+        loggers: Logger | str | list[Logger | str] | None = None,
     ) -> None:
         plan = resolve_plan(accelerator, strategy, devices, num_nodes, precision, plugins)
         self._plan = plan
         self._strategy = plan.strategy
         self._accelerator = plan.accelerator
         self._precision = plan.precision
-        self._callbacks = _as_list(callbacks, "callbacks")
+        self._callbacks = _configure_callbacks(callbacks)
         self._loggers = _validate_loggers(loggers)
         self._environment_ready = False
         self._launched = False
-        self._log_step = 0
         self._set_up_modules: weakref.WeakSet[Module] = weakref.WeakSet()  # ids could be reused
         self._set_up_optimizers: weakref.WeakSet[Optimizer] = weakref.WeakSet()
         # Nothing between the loss and autograd: fabric.backward can call tensor.backward directly.
@@ -94,12 +112,13 @@ class Fabric:
 
     # ------------------------------------------------------------------ properties
     @property
-    def strategy(self) -> Any:
+    def strategy(self) -> Strategy:
         """The strategy this Fabric delegates to."""
         return self._strategy
 
     @property
-    def accelerator(self) -> Any:
+    def accelerator(self) -> Accelerator:
+        """The accelerator (device kind) this Fabric runs on."""
         return self._accelerator
 
     @property
@@ -154,8 +173,8 @@ class Fabric:
         """
         if self._launched:
             raise RuntimeError("fabric.launch() was already called; call it once, at the start of your script.")
-        if function is not None and not callable(function):
-            raise TypeError(f"fabric.launch expects a function (or nothing), got {function!r}.")
+        if function is not None:
+            _check_launch_function(self, function, args, kwargs)
         self._launched = True
         launcher = None if self._strategy.cluster_environment.creates_processes_externally else self._strategy.launcher
         if function is None:
@@ -207,11 +226,14 @@ class Fabric:
         """Set up a model and its optimizers; returns them wrapped, in the order given.
 
         A ``scheduler`` passed here is handed to strategies that drive it themselves and returned last.
+        A model with a ``_fabric`` attribute (Lightning's LightningModule contract) gets this Fabric
+        assigned there and joins the callbacks, so its own hooks and ``self.log`` work; callbacks then
+        receive ``on_after_setup(fabric=..., module=...)``.
         """
         self._ensure_environment()
-        self._check_module(module)
+        self._check_module(module, "setup")
         for optimizer in optimizers:
-            self._check_optimizer(optimizer)
+            self._check_optimizer(optimizer, "setup")
         original = unwrap_compiled(module)
         compiled = module if original is not module else None
         original = self._precision.convert_module(original)
@@ -221,17 +243,24 @@ class Fabric:
             original, list(optimizers), scheduler
         )
         fabric_module = self._wrap_module(forward_module, original, compiled)
+        self._attach_to_model(original)
         wrapped = [self._wrap_optimizer(o) for o in new_optimizers]
+        if _has_fabric_attribute(original):
+            original._fabric_optimizers = wrapped
         self._set_up_modules.add(original)
+        self.call("on_after_setup", fabric=self, module=fabric_module)
         outputs: list[Any] = [fabric_module, *wrapped]
         if scheduler is not None:
             outputs.append(scheduler)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def setup_module(self, module: Module, move_to_device: bool = True) -> _FabricModule:
-        """Set up a model without optimizers (for inference, or before creating optimizers with FSDP)."""
+        """Set up a model without optimizers (for inference, or before creating optimizers with FSDP).
+
+        Like ``setup`` it connects a LightningModule-style model and calls ``on_after_setup``.
+        """
         self._ensure_environment()
-        self._check_module(module)
+        self._check_module(module, "setup_module")
         original = unwrap_compiled(module)
         compiled = module if original is not module else None
         original = self._precision.convert_module(original)
@@ -239,7 +268,10 @@ class Fabric:
             self._strategy.module_to_device(original)
         forward_module = self._strategy.setup_module(original)
         self._set_up_modules.add(original)
-        return self._wrap_module(forward_module, original, compiled)
+        fabric_module = self._wrap_module(forward_module, original, compiled)
+        self._attach_to_model(original)
+        self.call("on_after_setup", fabric=self, module=fabric_module)
+        return fabric_module
 
     def setup_optimizers(self, *optimizers: Optimizer) -> Any:
         """Set up optimizers created for a module that went through ``setup_module``."""
@@ -252,7 +284,7 @@ class Fabric:
         if not optimizers:
             raise ValueError("setup_optimizers needs at least one optimizer.")
         for optimizer in optimizers:
-            self._check_optimizer(optimizer)
+            self._check_optimizer(optimizer, "setup_optimizers")
         wrapped = [self._wrap_optimizer(self._strategy.setup_optimizer(o)) for o in optimizers]
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
@@ -302,19 +334,46 @@ class Fabric:
             optimizer.register_step_pre_hook(functools.partial(_refuse_raw_step, self._strategy))
         return _FabricOptimizer(optimizer, self._strategy, self._callbacks)
 
-    def _check_module(self, module: Any) -> None:
+    def _check_module(self, module: Any, method: str) -> None:
         if not isinstance(module, Module):
-            raise TypeError(f"fabric.setup expects a torch.nn.Module, got {type(module).__name__}.")
-        if is_wrapped(module) or unwrap_compiled(module) in self._set_up_modules:
-            raise ValueError("This module was already set up with fabric.setup; pass the original module only once.")
+            raise TypeError(f"fabric.{method} expects a torch.nn.Module, got {type(module).__name__}.")
+        if is_wrapped(module):
+            raise ValueError(
+                f"A model should be passed only once to the `{method}` method: this one was already set up (it is "
+                "what fabric.setup returned). Pass the original module."
+            )
+        if unwrap_compiled(module) in self._set_up_modules and self._strategy.is_distributed:
+            # As in Lightning, a single-process strategy may set up the same module again (a new wrapper around
+            # it); a distributed one would wrap the same parameters twice (two DDP reducers, sharding twice).
+            raise ValueError(
+                f"This module was already set up by this Fabric; with strategy {self._strategy.name!r} a second set-up "
+                "would wrap the same parameters twice and corrupt gradient synchronisation. Set it up once and reuse "
+                "the module fabric.setup returned."
+            )
 
-    def _check_optimizer(self, optimizer: Any) -> None:
-        if isinstance(optimizer, _FabricOptimizer) or optimizer in self._set_up_optimizers:
-            raise ValueError("This optimizer was already set up; pass the original optimizer only once.")
+    def _check_optimizer(self, optimizer: Any, method: str) -> None:
+        if isinstance(optimizer, _FabricOptimizer):
+            raise ValueError(
+                f"An optimizer should be passed only once to the `{method}` method: this one was already set up (it "
+                "is what Fabric returned). Pass the original optimizer."
+            )
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
-                f"fabric.setup expects torch.optim.Optimizer instances after the module, got {type(optimizer).__name__}."
+                f"fabric.{method} expects torch.optim.Optimizer instances, got {type(optimizer).__name__}."
             )
+        if optimizer in self._set_up_optimizers and self._strategy.is_distributed:
+            raise ValueError(
+                f"This optimizer was already set up by this Fabric; with strategy {self._strategy.name!r} a second "
+                "set-up would prepare its state twice. Set it up once and reuse the optimizer Fabric returned."
+            )
+
+    def _attach_to_model(self, original: Module) -> None:
+        """Connect a LightningModule-style model (one with a ``_fabric`` attribute) to this Fabric."""
+        if not _has_fabric_attribute(original):
+            return
+        original._fabric = self
+        if not any(callback is original for callback in self._callbacks):
+            self._callbacks.append(original)
 
     # -------------------------------------------------------------------- training
     def backward(self, tensor: Tensor, *args: Any, model: _FabricModule | None = None, **kwargs: Any) -> None:
@@ -389,15 +448,22 @@ class Fabric:
         return self._strategy.broadcast(obj, src=src)
 
     def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
-        """Gather tensors (or collections of them) from all processes: each gets a leading world dimension."""
+        """Gather tensors (or collections of them, numbers included) from all processes.
+
+        Each tensor comes back with a leading dimension of size world size. As in Lightning, with a
+        single-process strategy (no process group) the data comes back unchanged, without that dimension.
+        """
         self._ensure_environment()
         data = _numbers_to_tensors(data, self.device)
         return apply_to_tensors(data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads))
 
-    def all_reduce(self, data: Any, group: Any = None, reduce_op: str = "mean") -> Any:
-        """Reduce tensors (or collections of them) over all processes with ``sum``, ``mean``, ``max`` or ``min``."""
-        if reduce_op not in _REDUCE_OPS:
-            raise ValueError(f"reduce_op={reduce_op!r} is not supported; choose one of {', '.join(_REDUCE_OPS)}.")
+    def all_reduce(self, data: Any, group: Any = None, reduce_op: str | ReduceOp = "mean") -> Any:
+        """Reduce tensors (or collections of them) over all processes.
+
+        ``reduce_op`` is ``"sum"``, ``"mean"`` (or ``"avg"``), ``"max"``, ``"min"`` in any case, or the matching
+        ``torch.distributed.ReduceOp`` value (``SUM``, ``AVG``, ``MAX``, ``MIN``).
+        """
+        reduce_op = _reduce_op_name(reduce_op)
         self._ensure_environment()
         data = _numbers_to_tensors(data, self.device)
         return apply_to_tensors(data, lambda t: self._strategy.all_reduce(t, group=group, reduce_op=reduce_op))
@@ -439,27 +505,54 @@ class Fabric:
 
     # ----------------------------------------------------------------- checkpoints
     def save(
-        self, path: str | Path, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None = None
-    ) -> None:
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        async_: bool = False,
+    ) -> Future | None:
         """Save ``state`` (modules, optimizers, anything with ``state_dict``, plain values) to ``path``.
 
-        The reference page's order ``save(content, filepath)`` is accepted too.
+        ``path`` may be an fsspec URL (``s3://bucket/ck``); ``storage_options`` go to its filesystem.
+        With ``async_=True`` the state is snapshotted and written in the background: the returned
+        future completes when the checkpoint is on storage. The reference page's order
+        ``save(content, filepath)`` is accepted too.
         """
         if isinstance(path, dict) and isinstance(state, (str, Path)):
             path, state = state, path
+        _check_save_filter(filter, state)
         self._ensure_environment()
-        self._strategy.save_checkpoint(path, state, filter=filter)
+        extra: dict[str, Any] = {"storage_options": storage_options} if storage_options is not None else {}
+        if async_:
+            extra["async_"] = True
+        handle = self._strategy.save_checkpoint(path, state, filter=filter, **extra)
+        _hand_checkpoint_to_loggers(self._loggers, path)
+        return handle if async_ else None
 
     def load(
-        self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True, weights_only: bool = True
+        self,
+        path: str | Path,
+        state: dict[str, Any] | None = None,
+        strict: bool = True,
+        weights_only: bool = True,
+        *,
+        verify: bool = True,
+        storage_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Load ``path``: restore into ``state`` in place and return what ``state`` did not ask for.
 
         Without ``state`` the whole checkpoint is returned. Loading executes no code from the file
-        unless ``weights_only=False``.
+        unless ``weights_only=False``. Checksums are verified unless ``verify=False``; ``storage_options``
+        go to the fsspec filesystem of a URL ``path``.
         """
         self._ensure_environment()
-        return self._strategy.load_checkpoint(path, state=state, strict=strict, weights_only=weights_only)
+        from fabric_core.plugins.checkpoint_io import load_options
+
+        return self._strategy.load_checkpoint(
+            path, state=state, strict=strict, weights_only=weights_only, **load_options(verify, storage_options)
+        )
 
     def load_raw(
         self, path: str | Path, obj: Module | Optimizer, strict: bool = True, weights_only: bool = True
@@ -489,29 +582,41 @@ class Fabric:
             print(*args, **kwargs)
 
     @staticmethod
-    def seed_everything(seed: int | None = None, workers: bool | None = None) -> int:
-        """Seed Python, NumPy and torch; ``workers=True`` also seeds dataloader workers per rank."""
-        return _seed.seed_everything(seed, workers)
+    def seed_everything(seed: int | None = None, workers: bool | None = None, verbose: bool = True) -> int:
+        """Seed Python, NumPy and torch; also seeds dataloader workers per rank unless ``workers=False``.
+
+        As in Lightning, ``workers`` defaults to ``True`` here (and to ``False`` in the plain function):
+        ``setup_dataloaders`` then installs a worker init function in every loader it sets up.
+        """
+        return _seed.seed_everything(seed, workers=True if workers is None else workers, verbose=verbose)
 
     def call(self, hook_name: str, *args: Any, **kwargs: Any) -> None:
-        """Call ``hook_name(*args, **kwargs)`` on every callback that defines it."""
+        """Call ``hook_name(*args, **kwargs)`` on every callback that defines it.
+
+        Each hook receives only the keyword arguments its signature names (all of them if it takes
+        ``**kwargs``), so callbacks may declare just what they use. An attribute of that name that is
+        not callable is skipped with a warning.
+        """
         for callback in self._callbacks:
             method = getattr(callback, hook_name, None)
             if method is None:
                 continue
             if not callable(method):
-                raise TypeError(f"{type(callback).__name__}.{hook_name} is not callable.")
-            method(*args, **kwargs)
+                from fabric_core.utilities.rank_zero import rank_zero_warn
+
+                rank_zero_warn(
+                    f"Skipping the callback `{type(callback).__name__}.{hook_name}` because it is not callable.",
+                    stacklevel=3,
+                )
+                continue
+            method(*args, **(_kwargs_for(method, kwargs) if kwargs else kwargs))
 
     def log(self, name: str, value: Any, step: int | None = None) -> None:
         """Log a scalar to every logger (tensors are detached and turned into numbers)."""
         self.log_dict({name: value}, step=step)
 
     def log_dict(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log several scalars at once; without ``step`` the step counts up by one per call."""
-        if step is None:
-            step = self._log_step
-        self._log_step = step + 1
+        """Log several scalars at once; without ``step`` each logger counts its own steps (as in Lightning)."""
         if not self._loggers:
             return
         plain = {name: _to_number(name, value) for name, value in metrics.items()}
@@ -519,6 +624,58 @@ class Fabric:
             logger.log_metrics(plain, step=step)
 
     # ------------- conveniences (accumulation, evaluation, profiling, progress)
+    def accumulate(
+        self, model: _FabricModule, steps: int, dataloader: Any = None, remaining: int | None = None
+    ) -> AbstractContextManager[Any]:
+        """Accumulate gradients over ``steps`` micro-steps: open it around each micro-step's forward,
+        ``fabric.backward``, ``optimizer.step()`` and ``optimizer.zero_grad()``.
+
+        Before a window's last micro-step gradients are not synchronised and ``step``/``zero_grad``
+        do nothing; losses are scaled by ``1/window``. A short last window at the end of the epoch is
+        found from ``dataloader`` (the Fabric loader being iterated) or ``remaining`` (micro-batches
+        left, this one included). Yields an ``AccumulationStep`` whose ``boundary`` says whether the
+        optimizer steps now.
+        """
+        from fabric_core.utilities.accumulation import accumulate
+
+        return accumulate(self, model, steps, dataloader=dataloader, remaining=remaining)
+
+    def gather_for_metrics(self, data: Any, dataloader: Any = None) -> Any:
+        """Gather per-sample outputs (tensors or collections of them) from every process, concatenated.
+
+        Pass the Fabric ``dataloader`` the batch came from: on its last batch the samples its
+        ``DistributedSampler`` repeated to even out the ranks are dropped, so metrics over the
+        dataset are exact. One process: ``data`` is returned unchanged.
+        """
+        if self.world_size == 1:
+            return data
+        self._ensure_environment()
+        from fabric_core.utilities.gather_for_metrics import gather_for_metrics, padded_ranks
+
+        if dataloader is None:
+            padded, whole = set(), False
+            if self.is_global_zero and not self.__dict__.get("_warned_gather_for_metrics"):
+                self.__dict__["_warned_gather_for_metrics"] = True
+                warnings.warn(
+                    "gather_for_metrics was called without dataloader=: samples a DistributedSampler repeated to "
+                    "even out the processes cannot be dropped. Pass the loader the batch came from.",
+                    stacklevel=2,
+                )
+        else:
+            padded, whole = padded_ranks(dataloader, self.world_size)
+        return gather_for_metrics(self._strategy, _numbers_to_tensors(data, self.device), padded, whole)
+
+    @contextmanager
+    def split_between_processes(self, items: Any, apply_padding: bool = False) -> Generator[Any, None, None]:
+        """Give this process its contiguous share of ``items`` (list, tuple, tensor, or dict of them).
+
+        The first ``len % world_size`` processes get one item more; ``apply_padding=True`` fills the
+        shorter shares with copies of the last item so all have the same length.
+        """
+        from fabric_core.utilities.split import split_items
+
+        yield split_items(items, self.world_size, self.global_rank, apply_padding=apply_padding)
+
     def progress(
         self,
         iterable: Iterable[Any],
@@ -559,6 +716,93 @@ def _call_bound(fabric: Fabric, run_method: Callable[..., Any], *args: Any, **kw
     return run_method(*args, **kwargs)
 
 
+def _check_launch_function(fabric: Fabric, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse, before any process starts, a function that cannot be called as ``function(fabric, *args, **kwargs)``."""
+    if not callable(function):
+        raise TypeError(
+            f"fabric.launch expects a function (or nothing), got {function!r}. "
+            "HINT: write fabric.launch(train) instead of fabric.launch(train())."
+        )
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # builtins and C functions: nothing to check
+        return
+    name = getattr(function, "__name__", repr(function))
+    if not signature.parameters:
+        raise TypeError(
+            f"fabric.launch(function={name}) needs to take at least one argument: the launcher passes the Fabric "
+            f"object first, so write `def {name}(fabric, ...)`."
+        )
+    try:
+        signature.bind(fabric, *args, **kwargs)
+    except TypeError as err:
+        raise TypeError(
+            f"fabric.launch cannot call {name}(fabric, ...) with the arguments given ({err}). The launcher passes the "
+            f"Fabric object as the first argument, followed by the extra arguments of fabric.launch."
+        ) from None
+
+
+def _kwargs_for(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``method`` accepts (all of them when it takes ``**kwargs`` or has no signature)."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return kwargs
+    return {
+        k: v
+        for k, v in kwargs.items()
+        if k in parameters and parameters[k].kind is not inspect.Parameter.POSITIONAL_ONLY
+    }
+
+
+def _configure_callbacks(callbacks: Any) -> list[Any]:
+    """The user's callbacks followed by those installed packages register under ``fabric_core.callbacks``."""
+    from fabric_core.utilities.external_callbacks import load_external_callbacks
+
+    return [*_as_list(callbacks, "callbacks"), *load_external_callbacks(CALLBACKS_GROUP)]
+
+
+def _has_fabric_attribute(module: Module) -> bool:
+    """Whether ``module`` follows Lightning's LightningModule contract (it declares a ``_fabric`` attribute)."""
+    return hasattr(module, "_fabric")
+
+
+def _reduce_op_name(reduce_op: Any) -> str:
+    """Fabric's name for ``reduce_op``: a name in any case, ``"avg"``, or a ``torch.distributed.ReduceOp``."""
+    if isinstance(reduce_op, str):
+        name = _REDUCE_ALIASES.get(reduce_op.lower(), reduce_op.lower())
+        if name in _REDUCE_OPS:
+            return name
+    elif reduce_op is not None:
+        import torch.distributed as dist
+
+        ops = getattr(dist, "ReduceOp", None)
+        for op_name, name in (("SUM", "sum"), ("AVG", "mean"), ("MAX", "max"), ("MIN", "min")):
+            if ops is not None and reduce_op == getattr(ops, op_name, object()):
+                return name
+    raise ValueError(
+        f"reduce_op={reduce_op!r} is not supported; choose one of {', '.join(_REDUCE_OPS)}, 'avg', or "
+        "torch.distributed.ReduceOp.SUM / AVG / MAX / MIN."
+    )
+
+
+def _check_save_filter(filter: Any, state: Any) -> None:
+    """Validate ``fabric.save(..., filter=...)`` before anything is written (Lightning's checks and errors)."""
+    if filter is None:
+        return
+    if not isinstance(filter, dict):
+        raise TypeError(f"Filter should be a dictionary of state key -> callable(name, value), given {filter!r}.")
+    if isinstance(state, dict) and not set(filter).issubset(state):
+        raise ValueError(
+            f"The filter keys {set(filter) - set(state)} are not present in the state keys {set(state)}."
+        )
+    for key, value in filter.items():
+        if not callable(value):
+            raise TypeError(f"Expected `fabric.save(filter=...)` for key {key!r} to be a callable, given {value!r}.")
+
+
 def _as_list(value: Any, name: str) -> list[Any]:
     if value is None:
         return []
@@ -568,13 +812,28 @@ def _as_list(value: Any, name: str) -> list[Any]:
 
 
 def _validate_loggers(loggers: Any) -> list[Logger]:
+    """Logger instances as given; names (``"tensorboard"``, ``"mlflow"``) built through the logger entry points."""
     items = _as_list(loggers, "loggers")
+    built = []
     for item in items:
-        if not isinstance(item, Logger) and not callable(getattr(item, "log_metrics", None)):
+        if isinstance(item, str):
+            from fabric_core.loggers import logger_from_name
+
+            item = logger_from_name(item)
+        elif not isinstance(item, Logger) and not callable(getattr(item, "log_metrics", None)):
             raise MisconfigurationError(
-                f"loggers accepts Logger instances (for example fabric_loggers.TensorBoardLogger), got {item!r}."
+                "loggers accepts Logger instances (for example fabric_loggers.TensorBoardLogger) or registered "
+                f"names such as 'tensorboard', got {item!r}."
             )
-    return items
+        built.append(item)
+    return built
+
+
+def _hand_checkpoint_to_loggers(loggers: list[Logger], path: str | Path) -> None:
+    """Loggers built with ``log_checkpoints=True`` record each checkpoint ``fabric.save`` wrote (on rank 0)."""
+    for logger in loggers:
+        if getattr(logger, "wants_checkpoints", False):
+            logger.log_checkpoint(str(path))
 
 
 def _to_number(name: str, value: Any) -> Any:

@@ -6,54 +6,35 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from fabric_core.checkpoint.storage import filesystem, is_remote, local_path, remote_writer
+
+__all__ = ["TMP_MARKER", "atomic_write", "fsync_dir", "is_remote", "local_path", "open_for_reading", "remove"]
 
 TMP_MARKER = ".fabric-tmp-"
+T = TypeVar("T")
 
 
-def is_remote(path: str | Path) -> bool:
-    """Whether ``path`` is a URL with a protocol other than ``file``."""
-    text = str(path)
-    return "://" in text and not text.startswith("file://")
-
-
-def local_path(path: str | Path) -> Path:
-    text = str(path)
-    return Path(text[len("file://") :] if text.startswith("file://") else text)
-
-
-def atomic_write(
-    path: str | Path, write: Callable[[IO[bytes]], None], storage_options: dict[str, Any] | None = None
-) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], T], storage_options: dict[str, Any] | None = None) -> T:
     """Call ``write(file)`` on a temporary file next to ``path``, then move it over ``path``.
 
     Locally the data is fsynced before ``os.replace`` and the folder after it, so that after a crash
     either the old or the new complete file is there. On object stores (fsspec) an upload only
-    becomes visible once complete, which gives the same guarantee.
+    becomes visible once complete (an aborted one is discarded), which gives the same guarantee.
+    Returns what ``write`` returns.
     """
     if is_remote(path):
-        import fsspec
-
-        fs, remote = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
-        parent = remote.rsplit("/", 1)[0] if "/" in remote else ""
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/{TMP_MARKER}{uuid.uuid4().hex}" if parent else f"{TMP_MARKER}{uuid.uuid4().hex}"
-        try:
-            with fs.open(tmp, "wb") as f:
-                write(f)
-            fs.mv(tmp, remote)
-        finally:
-            if fs.exists(tmp):
-                fs.rm(tmp)
-        return
+        fs, remote = filesystem(path, storage_options)
+        with remote_writer(fs, remote) as f:
+            return write(f)
 
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f"{TMP_MARKER}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            result = write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -62,6 +43,7 @@ def atomic_write(
         raise
     fsync_dir(target.parent)
     remove_stale_temporaries(target)
+    return result
 
 
 def remove_stale_temporaries(target: Path) -> None:
@@ -104,18 +86,15 @@ def fsync_dir(folder: Path) -> None:
 def open_for_reading(path: str | Path, storage_options: dict[str, Any] | None = None) -> IO[bytes]:
     """Open ``path`` (local or fsspec URL) for binary reading."""
     if is_remote(path):
-        import fsspec
-
-        return fsspec.open(str(path), "rb", **(storage_options or {})).open()
+        fs, remote = filesystem(path, storage_options)
+        return fs.open(remote, "rb")
     return open(local_path(path), "rb")
 
 
 def remove(path: str | Path, storage_options: dict[str, Any] | None = None) -> None:
     """Delete a file or folder at ``path`` (local or fsspec URL)."""
     if is_remote(path):
-        import fsspec
-
-        fs, remote = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
+        fs, remote = filesystem(path, storage_options)
         fs.rm(remote, recursive=True)
         return
     target = local_path(path)

@@ -59,13 +59,13 @@ def convert_state_for_saving(
     converted: dict[str, Any] = {}
     for key, obj in state.items():
         value = to_saveable(strategy, obj)
-        if key in filter:
-            if not isinstance(value, dict):
-                raise TypeError(
-                    f"filter[{key!r}] can only filter a dict-like entry, but {key!r} is a {type(value).__name__}."
-                )
+        if key in filter and isinstance(value, dict):
+            # As in Lightning: a filter applies to dict entries (a non-dict value is kept as it is), and an
+            # entry whose items are all filtered out is left out.
             keep = filter[key]
             value = {k: v for k, v in value.items() if keep(k, v)}
+            if not value:
+                continue
         converted[key] = value
     precision_state = strategy.precision.state_dict()
     if precision_state and not any(obj is strategy.precision for obj in state.values()):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fabric_core.checkpoint.atomic import atomic_write, open_for_reading, remove
+from fabric_core.checkpoint.atomic import atomic_write, remove
 from fabric_core.checkpoint.errors import CheckpointError
+from fabric_core.checkpoint.integrity import ALGORITHM, INTEGRITY_KEY, HashingWriter, verify_single_file
+from fabric_core.checkpoint.storage import check_location, filesystem, is_remote, local_path
 from fabric_core.plugins.checkpoint_io import CheckpointIO
 
 FORMAT_KEY = "__fabric_format__"
@@ -20,18 +23,67 @@ class TorchCheckpointIO(CheckpointIO):
     """Writes ``torch.save`` files atomically; reads them with ``weights_only`` by default.
 
     Every file records ``__fabric_format__`` so that a newer format is refused with a clear message
-    instead of being misread. Files written by plain ``torch.save`` load too.
+    instead of being misread, and carries an XXH3-128 checksum of its bytes (hashed while written)
+    that loading verifies unless ``verify=False``. Files written by plain ``torch.save`` load too
+    (unverified: they carry no checksum).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        self.wait_for_saves()  # an earlier background save of the same path must not land after this one
+        self.write_file(checkpoint, path, storage_options)
+
+    def write_file(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> tuple[int, str]:
+        """Write ``checkpoint`` atomically; returns the file's (size, checksum) for folder manifests."""
         if not isinstance(checkpoint, dict):
             raise TypeError(f"A checkpoint must be a dict, got {type(checkpoint).__name__}.")
-        payload = {FORMAT_KEY: FORMAT_VERSION, **checkpoint}
-        atomic_write(path, lambda f: torch.save(payload, f), storage_options)
+        check_location(path)
+        payload = {FORMAT_KEY: FORMAT_VERSION, INTEGRITY_KEY: ALGORITHM, **checkpoint}
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool = True) -> dict[str, Any]:
+        def write(f: Any) -> tuple[int, str]:
+            writer = HashingWriter(f, zip_trailer=True)
+            torch.save(payload, writer)  # type: ignore[arg-type]
+            digest = writer.finish()
+            return writer.written, digest
+
+        return atomic_write(path, write, storage_options)
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        map_location: Any = None,
+        weights_only: bool = True,
+        verify: bool = True,
+        storage_options: Any = None,
+    ) -> dict[str, Any]:
+        check_location(path)
+        self.wait_for_saves()
+        if is_remote(path):
+            return self._load_remote(path, map_location, weights_only, verify, storage_options)
+        return self._load_local(local_path(path), str(path), map_location, weights_only, verify)
+
+    def _load_remote(
+        self, path: str | Path, map_location: Any, weights_only: bool, verify: bool, storage_options: Any
+    ) -> dict[str, Any]:
+        """Download once into a temporary local file, then read it like a local one."""
+        import tempfile
+
+        fs, remote = filesystem(path, storage_options)
+        if not fs.exists(remote):
+            raise CheckpointError(f"Checkpoint {str(path)!r} does not exist.")
+        if fs.isdir(remote):
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} is a folder; a single-file checkpoint was expected (sharded checkpoints "
+                "are folders: load them with the strategy that wrote them)."
+            )
+        with tempfile.TemporaryDirectory(prefix="fabric-download-") as folder:
+            local = Path(folder) / "checkpoint.pt"
+            fs.get_file(remote, str(local))
+            return self._load_local(local, str(path), map_location, weights_only, verify)
+
+    def _load_local(self, file: Path, name: str, map_location: Any, weights_only: bool, verify: bool) -> dict[str, Any]:
+        path = name
         try:
-            handle = open_for_reading(path)
+            handle = open(file, "rb")  # noqa: SIM115 - closed by the ``with handle`` below
         except FileNotFoundError:
             raise CheckpointError(f"Checkpoint {str(path)!r} does not exist.") from None
         except IsADirectoryError:
@@ -39,9 +91,12 @@ class TorchCheckpointIO(CheckpointIO):
                 f"Checkpoint {str(path)!r} is a folder; a single-file checkpoint was expected (sharded checkpoints "
                 "are folders: load them with the strategy that wrote them)."
             ) from None
+        verified = False
         with handle:
             head = handle.read(4)
             handle.seek(0)
+            if verify and head:
+                verified = verify_single_file(handle, os.fstat(handle.fileno()).st_size, name)
             if not head:
                 raise CheckpointError(f"Checkpoint {str(path)!r} could not be read: it is truncated, empty (0 bytes).")
             if head[:2] != b"PK" and head[:1] != b"\x80":
@@ -67,6 +122,11 @@ class TorchCheckpointIO(CheckpointIO):
             raise CheckpointError(
                 f"Checkpoint {str(path)!r} holds a {type(data).__name__}, but a dict of state was expected."
             )
+        if data.pop(INTEGRITY_KEY, None) is not None and verify and not verified:
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} is damaged: it was written with a checksum, but the checksum at its end is "
+                "missing or damaged (truncated or changed file). Pass verify=False to load it anyway."
+            )
         version = data.pop(FORMAT_KEY, FORMAT_VERSION)
         if isinstance(version, bool) or not isinstance(version, int):
             raise CheckpointError(
@@ -80,5 +140,5 @@ class TorchCheckpointIO(CheckpointIO):
             )
         return data
 
-    def remove_checkpoint(self, path: str | Path) -> None:
-        remove(path)
+    def remove_checkpoint(self, path: str | Path, storage_options: Any = None) -> None:
+        remove(path, storage_options)

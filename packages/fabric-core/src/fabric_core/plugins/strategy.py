@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from fabric_core.plugins.precision import Precision
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import torch
     from torch import Tensor
     from torch.nn import Module
@@ -249,8 +251,11 @@ class Strategy(ABC):
         return tensor
 
     def all_gather(self, tensor: Tensor, group: Any = None, sync_grads: bool = False) -> Tensor:
-        """Stack ``tensor`` from all processes along a new leading dimension."""
-        return tensor.unsqueeze(0)
+        """Stack ``tensor`` from all processes along a new leading dimension.
+
+        A single-process strategy returns ``tensor`` unchanged, without that dimension (as Lightning does).
+        """
+        return tensor
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """Send ``obj`` from rank ``src`` to every process."""
@@ -281,23 +286,39 @@ class Strategy(ABC):
         state: dict[str, Any],
         storage_options: Any = None,
         filter: dict[str, Callable[[str, Any], bool]] | None = None,
-    ) -> None:
-        """Convert ``state`` to plain data and write it from global rank 0."""
+        async_: bool = False,
+    ) -> Future | None:
+        """Convert ``state`` to plain data and write it from global rank 0 (in the background with ``async_``)."""
         from fabric_core.checkpoint.state import convert_state_for_saving
 
         converted = convert_state_for_saving(self, state, filter)
+        if async_:
+            from fabric_core.checkpoint.async_save import finished
+
+            if self.is_global_zero:
+                return self.checkpoint_io.save_checkpoint_async(converted, path, storage_options=storage_options)
+            return finished()
         if self.is_global_zero:
             self.checkpoint_io.save_checkpoint(converted, path, storage_options=storage_options)
         self.barrier("save_checkpoint")
 
     def load_checkpoint(
-        self, path: str | Path, state: dict[str, Any] | Any = None, strict: bool = True, weights_only: bool = True
+        self,
+        path: str | Path,
+        state: dict[str, Any] | Any = None,
+        strict: bool = True,
+        weights_only: bool = True,
+        verify: bool = True,
+        storage_options: Any = None,
     ) -> dict[str, Any]:
-        """Read ``path`` and restore it into ``state``; returns what was not restored."""
+        """Read ``path`` (checksums verified unless ``verify=False``) and restore it into ``state``."""
         from fabric_core.checkpoint.state import restore_state
+        from fabric_core.plugins.checkpoint_io import load_options
 
         self.barrier("load_checkpoint")
-        checkpoint = self.checkpoint_io.load_checkpoint(path, map_location="cpu", weights_only=weights_only)
+        checkpoint = self.checkpoint_io.load_checkpoint(
+            path, map_location="cpu", weights_only=weights_only, **load_options(verify, storage_options)
+        )
         return restore_state(self, checkpoint, state, strict=strict, path=path)
 
     def __repr__(self) -> str:
