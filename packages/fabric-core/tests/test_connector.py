@@ -116,9 +116,12 @@ def test_precision_aliases(alias, canonical, warns):
         assert normalise_precision(alias) == canonical
 
 
-def test_sixteen_mixed_on_cpu_is_refused_with_the_alternative():
-    with pytest.raises(MisconfigurationError, match="bf16-mixed"):
-        Fabric(accelerator="cpu", precision="16-mixed")
+def test_sixteen_mixed_on_cpu_warns_and_uses_bf16_mixed():
+    """As in Lightning 2.6: no float16 AMP on the CPU, so bf16-mixed is used with a warning."""
+    with pytest.warns(UserWarning, match="Using precision='bf16-mixed' instead"):
+        fabric = Fabric(accelerator="cpu", precision="16-mixed")
+    assert fabric.strategy.precision.name == "bf16-mixed"
+    assert fabric.strategy.precision.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize(

@@ -61,18 +61,20 @@ class WithHelper(nn.Module):
         return "no forward here"
 
 
-def test_method_running_the_model_outside_the_wrapper_warns_once():
+def test_method_running_the_model_outside_the_wrapper_raises():
+    """As in Lightning: a method that runs submodules behind the wrapper's back is an error, with the fix."""
     fabric = Fabric(accelerator="cpu")
     model = WithHelper()
     fmodel = fabric.setup(model)
     # emulate a strategy that wraps the module (DDP/FSDP) without starting processes
     object.__setattr__(fmodel, "_forward_call", nn.Sequential(model))
-    with pytest.warns(UserWarning, match=r"mark_forward_method\('decode'\)"):
-        fmodel.decode(torch.ones(1, 2))
+    for _ in range(2):  # every time, not once
+        with pytest.raises(RuntimeError, match=r"mark_forward_method\('decode'\)"):
+            fmodel.decode(torch.ones(1, 2))
+    assert not any(m._forward_pre_hooks for m in model.modules()), "the tracking hooks were removed"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fmodel.decode(torch.ones(1, 2))  # once only
-        assert fmodel.describe() == "no forward here"  # methods that run no submodule do not warn
+        assert fmodel.describe() == "no forward here"  # methods that run no submodule are fine
     fmodel.mark_forward_method("decode")
     assert fmodel.decode(torch.ones(1, 2)).shape == (1, 2)
 

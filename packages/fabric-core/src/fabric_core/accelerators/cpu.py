@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fabric_core.accelerators.name import CallableName
-from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.accelerator import Accelerator
 from fabric_core.utilities.device_parser import parse_device_indices
+
+if TYPE_CHECKING:
+    from fabric_core.plugins.precision import Precision
 
 
 class CPUAccelerator(Accelerator):
@@ -48,13 +50,20 @@ class CPUAccelerator(Accelerator):
             raise ValueError(f"Device should be CPU, got {device} instead.")
 
     def supported_precisions(self) -> tuple[str, ...]:
-        return ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true")
+        return ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true", "16-mixed")
 
-    def check_precision(self, precision: str) -> None:
-        """Explain why a precision cannot run on the CPU, with the alternative."""
-        if precision == "16-mixed":
-            raise MisconfigurationError(
-                "precision='16-mixed' needs a GPU (float16 autocast with gradient scaling). On the CPU use "
-                "precision='bf16-mixed', which needs no scaling, or run on CUDA: pip install \"fabric-core[cuda]\"."
-            )
-        super().check_precision(precision)
+    def create_precision(self, precision: str) -> Precision | None:
+        """``16-mixed`` becomes ``bf16-mixed`` with a warning, as in Lightning (no fp16 AMP on the CPU)."""
+        if precision != "16-mixed":
+            return None
+        import warnings
+
+        from fabric_core.precision.mixed import MixedPrecision
+
+        warnings.warn(
+            "You passed Fabric(accelerator='cpu', precision='16-mixed'), but float16 AMP (with gradient scaling) is not "
+            "supported on the CPU. Using precision='bf16-mixed' instead.",
+            UserWarning,
+            stacklevel=5,
+        )
+        return MixedPrecision("bf16-mixed", torch.bfloat16, "cpu")

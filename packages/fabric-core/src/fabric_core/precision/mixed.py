@@ -36,6 +36,10 @@ class MixedPrecision(Precision):
     def forward_context(self) -> Any:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
+    def convert_input(self, data: Any) -> Any:
+        """Floating inputs enter the forward in the autocast dtype, as in Lightning."""
+        return convert_floating(data, self.dtype)
+
     def convert_output(self, data: Any) -> Any:
         return convert_floating(data, torch.get_default_dtype())
 

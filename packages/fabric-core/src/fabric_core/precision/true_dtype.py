@@ -21,9 +21,16 @@ class TrueDtypePrecision(Precision):
         self.dtype = dtype
 
     def convert_module(self, module: Module) -> Module:
-        return module.to(dtype=self.dtype)
+        # Floating tensors only: ``module.to(dtype)`` would also cast complex buffers to a real dtype and drop
+        # their imaginary part. Integer and complex tensors keep their dtype (as ``module.double()`` does).
+        dtype = self.dtype
+        return module._apply(lambda t: t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t)
 
     def tensor_init_context(self) -> Any:
+        return default_dtype(self.dtype)
+
+    def forward_context(self) -> Any:
+        """Tensors created during the forward pass get ``dtype`` too, as in Lightning."""
         return default_dtype(self.dtype)
 
     def convert_input(self, data: Any) -> Any:

@@ -225,7 +225,7 @@ class ProcessGroupStrategy(Strategy):
 
     def all_gather(self, tensor: torch.Tensor, group: Any = None, sync_grads: bool = False) -> torch.Tensor:
         if not dist.is_initialized():
-            return tensor.unsqueeze(0)
+            return tensor  # one process, no group: unchanged, as in Lightning
         tensor = tensor.contiguous()
         if sync_grads:
             return _AllGatherWithGrad.apply(tensor, group)

@@ -43,12 +43,15 @@ class _FabricDataLoader:
         return len(self._dataloader)
 
     def _set_epoch(self) -> None:
-        for sampler in (getattr(self._dataloader, "sampler", None), getattr(self._dataloader, "batch_sampler", None)):
+        loader = self._dataloader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        candidates = (getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None))
+        seen: list[Any] = []
+        for sampler in candidates:  # the loader's sampler is usually also its batch sampler's: once each
+            if sampler is None or any(sampler is s for s in seen):
+                continue
+            seen.append(sampler)
             set_epoch = getattr(sampler, "set_epoch", None)
-            if callable(set_epoch):
-                set_epoch(self._num_iter_calls)
-            inner = getattr(sampler, "sampler", None)  # a BatchSampler around a DistributedSampler
-            set_epoch = getattr(inner, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(self._num_iter_calls)
 

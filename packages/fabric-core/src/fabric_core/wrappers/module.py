@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +23,11 @@ _INTERNAL = frozenset(
         "_forward_methods",
         "_fast_path",
         "_check_backward",
-        "_warned_methods",
     )
 )
+#: LightningModule step methods: routed through the strategy's wrapper without being marked (as in Lightning).
+STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
+_MISSING = object()
 
 
 def _compiled_class() -> type | None:
@@ -55,7 +59,10 @@ class _FabricModule(Module):
 
     ``forward`` goes through the strategy's wrapper (DDP, FSDP, an engine) and the precision
     plugin; ``state_dict`` and attribute access go to the user's module, so checkpoint keys carry no
-    wrapper prefix. Methods named with ``mark_forward_method`` also go through the wrapper.
+    wrapper prefix. Methods named with ``mark_forward_method`` also go through the wrapper, and so do
+    ``training_step``/``validation_step``/``test_step``/``predict_step`` where the module defines them.
+    Any other method that runs submodules while a wrapper is in place raises, since it would bypass
+    gradient synchronisation or sharding. ``device`` and ``dtype`` describe the user's module.
     """
 
     def __init__(self, forward_module: Module, strategy: Strategy, original_module: Module | None = None) -> None:
@@ -64,16 +71,40 @@ class _FabricModule(Module):
         object.__setattr__(self, "_forward_call", forward_module)
         object.__setattr__(self, "_original_module", original_module if original_module is not None else forward_module)
         object.__setattr__(self, "_strategy", strategy)
-        object.__setattr__(self, "_forward_methods", set())
+        object.__setattr__(self, "_forward_methods", set(STEP_METHODS))
         check_backward = strategy.requires_fabric_backward()
         object.__setattr__(self, "_check_backward", check_backward)
         object.__setattr__(self, "_fast_path", strategy.precision.is_identity and not check_backward)
-        object.__setattr__(self, "_warned_methods", set())
 
     @property
     def module(self) -> Module:
         """The user's module."""
         return self._original_module
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the user's module: its own ``device`` if it defines one, else its first parameter's."""
+        original = self._original_module
+        try:
+            return original.device
+        except AttributeError:
+            pass
+        for tensor in _tensors(original):
+            return tensor.device
+        return self._strategy.root_device
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The floating dtype of the user's module (its own ``dtype`` if it defines one); ``None`` when mixed."""
+        original = self._original_module
+        try:
+            return original.dtype
+        except AttributeError:
+            pass
+        found = {t.dtype for t in _tensors(original) if t.is_floating_point()}
+        if not found:
+            return torch.get_default_dtype()
+        return found.pop() if len(found) == 1 else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Skip nn.Module's call machinery for this transparent wrapper unless hooks were put on it;
@@ -128,15 +159,23 @@ class _FabricModule(Module):
 
         def call_through_wrapper(*args: Any, **kwargs: Any) -> Any:
             # The strategy's wrapper calls ``original.forward``; for this one call it runs ``method``.
+            previous = original.__dict__.get("forward", _MISSING)  # a forward the user assigned
+
+            def restore() -> None:
+                if previous is _MISSING:
+                    original.__dict__.pop("forward", None)
+                else:
+                    original.__dict__["forward"] = previous
+
             def forward_once(*a: Any, **k: Any) -> Any:
-                del original.forward
+                restore()  # the method may call the real forward itself
                 return method(*a, **k)
 
-            original.forward = forward_once
+            original.__dict__["forward"] = forward_once
             try:
                 return self(*args, **kwargs)
             finally:
-                original.__dict__.pop("forward", None)
+                restore()
 
         return call_through_wrapper
 
@@ -157,47 +196,45 @@ class _FabricModule(Module):
     def __getattr__(self, name: str) -> Any:
         if name in _INTERNAL:
             return self.__dict__[name]
-        if name in self.__dict__.get("_forward_methods", ()):
+        state = self.__dict__
+        if (
+            name in state.get("_forward_methods", ())
+            and state["_forward_call"] is not state["_original_module"]
+            and inspect.ismethod(getattr(state["_original_module"], name, None))
+        ):
             return self._redirect(name)
         try:
             return super().__getattr__(name)
         except AttributeError:
             pass
-        original = self.__dict__["_original_module"]
+        original = state["_original_module"]
         value = getattr(original, name)
-        if (
-            inspect.ismethod(value)
-            and self.__dict__["_forward_call"] is not original
-            and name not in self.__dict__["_warned_methods"]
-            and not hasattr(Module, name)
-        ):
+        if inspect.ismethod(value) and state["_forward_call"] is not original and not hasattr(Module, name):
             return self._watch_method(name, value)
         return value
 
     def _watch_method(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        """Run ``method`` and warn once if it ran submodules outside the strategy's wrapper (DDP, FSDP)."""
+        """Run ``method``; raise if it ran submodules outside the strategy's wrapper (DDP, FSDP), as Lightning does."""
 
+        @functools.wraps(method)
         def watched(*args: Any, **kwargs: Any) -> Any:
             ran: list[bool] = []
             handles = [
                 m.register_forward_pre_hook(lambda *_: ran.append(True)) for m in self._original_module.modules()
             ]
             try:
-                return method(*args, **kwargs)
+                output = method(*args, **kwargs)
             finally:
                 for handle in handles:
                     handle.remove()
-                if ran and name not in self._warned_methods:
-                    self._warned_methods.add(name)
-                    import warnings
-
-                    warnings.warn(
-                        f"model.{name}() ran the model outside strategy {self._strategy.name!r}'s wrapper, so gradient "
-                        f"synchronisation / parameter sharding did not apply. If it runs the forward pass, call "
-                        f"model.mark_forward_method({name!r}) after fabric.setup.",
-                        UserWarning,
-                        stacklevel=2,
-                    )
+            if ran:
+                raise RuntimeError(
+                    f"You are calling the method `{type(self._original_module).__name__}.{name}()` from outside the "
+                    f"model: it ran submodules outside strategy {self._strategy.name!r}'s wrapper, so gradient "
+                    "synchronisation / parameter sharding would not apply. Mark it as a forward method with "
+                    f"`fabric_model.mark_forward_method({name!r})` after `fabric.setup()`."
+                )
+            return output
 
         return watched
 
@@ -207,9 +244,17 @@ class _FabricModule(Module):
             return
         original = self._original_module
         setattr(original, name, value)
+        if name == "forward":
+            # As in Lightning: ``fabric_module.forward = fn`` makes calling the wrapper run ``fn``.
+            object.__setattr__(self, "forward", value)
+            object.__setattr__(self, "_fast_path", False)
 
     def __repr__(self) -> str:
         return f"_FabricModule({self._original_module!r})"
+
+
+def _tensors(module: Module) -> Iterator[torch.Tensor]:
+    return itertools.chain(module.parameters(), module.buffers())
 
 
 def is_wrapped(obj: object) -> bool:
