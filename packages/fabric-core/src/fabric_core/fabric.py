@@ -22,6 +22,7 @@ from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.logger import Logger
 from fabric_core.utilities import seed as _seed
 from fabric_core.utilities.apply_func import apply_to_tensors
+from fabric_core.utilities.signals import RequeueSignals
 from fabric_core.wrappers.dataloader import _FabricDataLoader
 from fabric_core.wrappers.module import _FabricModule, is_wrapped, unwrap_compiled
 from fabric_core.wrappers.optimizer import _FabricOptimizer
@@ -84,6 +85,7 @@ class Fabric:
         self._loggers = _validate_loggers(loggers)
         self._environment_ready = False
         self._launched = False
+        self._requeue_signals = RequeueSignals()  # armed by the first read of requeue_requested
         self._set_up_modules: weakref.WeakSet[Module] = weakref.WeakSet()  # ids could be reused
         self._set_up_optimizers: weakref.WeakSet[Optimizer] = weakref.WeakSet()
         # Nothing between the loss and autograd: fabric.backward can call tensor.backward directly.
@@ -162,6 +164,22 @@ class Fabric:
     def loggers(self) -> list[Logger]:
         """All loggers passed to Fabric."""
         return self._loggers
+
+    @property
+    def requeue_requested(self) -> bool:
+        """Whether the scheduler asked the job to stop: SIGUSR1 or SIGTERM reached any rank. Save and exit.
+
+        SLURM sends SIGUSR1 before the time limit (``sbatch --signal=USR1@90``) and SIGTERM when it
+        preempts or cancels the job. The first read installs the handlers; from then on these
+        signals only set this flag and the loop decides when to stop. In a multi-process job every
+        rank must read it at the same point of the loop (one small all-reduce), so that all ranks
+        see the same answer and stop at the same step.
+        """
+        received = self._requeue_signals.watch()
+        if self.world_size > 1 and self._environment_ready:
+            flag = torch.tensor(int(received), device=self.device)
+            received = bool(self._strategy.all_reduce(flag, reduce_op="max").item())
+        return received
 
     # ------------------------------------------------------------------- launching
     def launch(self, function: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> Any:

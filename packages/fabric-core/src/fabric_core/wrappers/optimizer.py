@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from torch.optim import Optimizer
@@ -41,6 +44,28 @@ class _FabricOptimizer:
             and not self._callbacks
         ):
             self.step = optimizer.step  # type: ignore[method-assign]
+        # fabric.accumulate finds the wrapper from the optimizer Fabric recorded at set-up.
+        optimizer.__dict__["_fabric_wrapper"] = weakref.ref(self)
+
+    @contextmanager
+    def _held(self, step: bool = True) -> Iterator[None]:
+        """Make ``zero_grad`` (and ``step`` unless ``step=False``) no-ops while open.
+
+        Used inside a ``fabric.accumulate`` window before its last micro-step; the methods are
+        swapped on this instance only, so nothing is checked on the normal step path.
+        """
+        names = ("step", "zero_grad") if step else ("zero_grad",)
+        saved = {name: self.__dict__[name] for name in names if name in self.__dict__}
+        for name in names:
+            self.__dict__[name] = _skip
+        try:
+            yield
+        finally:
+            for name in names:
+                if name in saved:
+                    self.__dict__[name] = saved[name]
+                else:
+                    self.__dict__.pop(name, None)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -95,3 +120,8 @@ class _FabricOptimizer:
 
     def __repr__(self) -> str:
         return f"_FabricOptimizer({self._optimizer!r})"
+
+
+def _skip(*args: Any, **kwargs: Any) -> None:
+    """``step``/``zero_grad`` on a micro-step that is not the last of its accumulation window."""
+    return None
