@@ -2,12 +2,17 @@
 
 Environments live outside the clone (FABRIC_NOX_ENVDIR, default ~/.cache/fabric-nox) and are
 reused between runs, so a fresh clone does not reinstall torch, DeepSpeed's compiled ops or the
-torch-xla environment. Our own packages are reinstalled (editable) on every run.
+torch-xla environment. Our own packages are installed editable, and reinstalled only when their
+metadata (pyproject.toml, version) or the session's install list changed: a stamp in each
+environment records what was installed (FABRIC_NOX_REINSTALL=1 forces a reinstall).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import sys
 from pathlib import Path
 
 import nox
@@ -23,14 +28,57 @@ nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
 
+class _DropUvNotFound(logging.Filter):
+    """nox looks for uv on every run and logs "uv binary not found." when it is absent; we use pip on purpose
+    (uv ignores pip's configuration and would download a CUDA torch), so that one message is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "uv binary not found."
+
+
+logging.getLogger("nox").addFilter(_DropUvNotFound())
+
+
 def _pkg(name: str) -> str:
     return str(PACKAGES / name)
+
+
+def _metadata_stamp(*install_args: str) -> str:
+    """A digest of what an install depends on: every package's pyproject.toml and version file, and the arguments.
+
+    Sources are installed editable, so code changes need no reinstall; a changed dependency, entry point,
+    version or install list does.
+    """
+    digest = hashlib.sha256("\0".join(install_args).encode())
+    for path in sorted(PACKAGES.glob("*/pyproject.toml")) + sorted(PACKAGES.glob("*/src/*/__about__.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _has_torch(venv: Path) -> bool:
+    return any(venv.glob("lib/python*/site-packages/torch/__init__.py"))
 
 
 def _install(
     session: nox.Session, *packages: str, extra: tuple[str, ...] = (), torch: tuple[str, ...] = (TORCH,)
 ) -> None:
-    """Install torch first (pinned, so pip never reaches for a CUDA build), then our packages editable."""
+    """Install torch first (pinned, so pip never reaches for a CUDA build), then our packages editable.
+
+    Skipped when the environment's stamp says the same install already happened (see the module docstring).
+    """
+    venv = Path(session.virtualenv.location)
+    stamp_file = venv / ".fabric-install-stamp"
+    stamp = _metadata_stamp(*packages, *extra, *torch)
+    if stamp_file.is_file() and stamp_file.read_text() == stamp and os.environ.get("FABRIC_NOX_REINSTALL") != "1":
+        session.log(
+            f"packages unchanged since the last install into {venv}; not reinstalling (FABRIC_NOX_REINSTALL=1 forces it)"
+        )
+        return
+    if not _has_torch(venv):
+        session.log(
+            f"first run of {session.name!r}: installing {', '.join(torch)} and the test tools into {venv} "
+            "(about 1 GB; 3-8 minutes on a 2-core machine, mostly unpacking torch). Later runs reuse it."
+        )
     session.install(*torch, *TEST_TOOLS, *extra)
     args: list[str] = []
     for package in ("fabric-core", *packages):
@@ -39,10 +87,11 @@ def _install(
     constraint = Path(session.create_tmp()) / "torch-pin.txt"
     constraint.write_text("\n".join(torch) + "\n")
     session.install("-c", str(constraint), *args)
+    stamp_file.write_text(stamp)
 
 
 def _pytest(session: nox.Session, *paths: str, markers: str | None = None) -> None:
-    args = ["-p", "no:cacheprovider", "-q", "-rs", *paths]
+    args = ["-p", "no:cacheprovider", "-q", "-rxs", *paths]  # -rxs: the reasons of skips and xfails
     if markers:
         args += ["-m", markers]
     session.run("python", "-m", "pytest", *args, *session.posargs, env={"PYTHONHASHSEED": "0"})
@@ -105,7 +154,7 @@ def xla_cpu(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """User-level scripts (the examples among them) run with every CPU package installed together."""
-    _install(session, "fabric-loggers", "fabric-deepspeed", "fabric-cuda", extra=("numpy", "scikit-learn"))
+    _install(session, "fabric-loggers", "fabric-deepspeed", "fabric-cuda", extra=("numpy", "scikit-learn", "tqdm"))
     session.env.setdefault("DS_ACCELERATOR", "cpu")
     session.env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(nox.options.envdir) / "torch_extensions"))
     _pytest(session, "integration_tests", markers="not cuda and not tpu")
@@ -114,8 +163,38 @@ def integration(session: nox.Session) -> None:
 @nox.session(default=False)
 def example(session: nox.Session) -> None:
     """Train the digits classifier (examples/digits.py); pass options after --, e.g. -- --devices 2."""
-    _install(session, "fabric-loggers", extra=("scikit-learn",))
+    _install(session, "fabric-loggers", extra=("scikit-learn", "tqdm"))
     session.run("python", "examples/digits.py", *session.posargs)
+
+
+DEV_PACKAGES = ("fabric-core", "fabric-cuda", "fabric-deepspeed", "fabric-loggers")  # fabric-xla needs torch 2.9
+
+
+@nox.session(venv_backend="none", default=False)
+def dev(session: nox.Session) -> None:
+    """A development environment: .venv/ with every CPU package editable, the `fabric` and `torchrun` commands.
+
+    `nox -s dev -- PATH` (or FABRIC_DEV_VENV=PATH) puts it elsewhere. Run again after changing a pyproject.toml.
+    """
+    target = Path(session.posargs[0] if session.posargs else os.environ.get("FABRIC_DEV_VENV", ROOT / ".venv"))
+    target = target.resolve()
+    python = target / "bin" / "python"
+    if not python.exists():
+        session.log(
+            f"creating {target} (torch {TORCH.split('==')[1]} CPU build and the test tools: about 1 GB, 3-8 minutes)"
+        )
+        session.run(sys.executable, "-m", "venv", str(target), external=True)
+    pip = (str(python), "-m", "pip", "install", "--quiet")
+    session.run(*pip, TORCH, *TEST_TOOLS, "numpy", "fsspec", "scikit-learn", "tqdm", "ruff>=0.6", external=True)
+    constraint = target / "torch-pin.txt"
+    constraint.write_text(TORCH + "\n")
+    editable = [arg for name in DEV_PACKAGES for arg in ("-e", _pkg(name))]
+    session.run(*pip, "-c", str(constraint), *editable, external=True)
+    session.run(str(target / "bin" / "fabric"), "--help", external=True, silent=True)
+    session.log(
+        f"ready: `source {target}/bin/activate`, then `fabric run --devices 2 examples/digits.py` "
+        "or `torchrun --nproc-per-node 2 examples/digits.py`"
+    )
 
 
 @nox.session
@@ -128,8 +207,20 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site with warnings as errors, then run every full script it shows."""
-    _install(session, "fabric-loggers", extra=("mkdocs-material>=9", "mkdocstrings[python]>=0.25", "ruff>=0.6"))
+    """Build the documentation site with warnings as errors, then run every full script it shows.
+
+    `nox -s docs -- serve` serves the site at http://127.0.0.1:8000 instead (rebuilt on every edit).
+    """
+    _install(
+        session,
+        "fabric-loggers",
+        extra=("mkdocs>=1.6,<2", "mkdocs-material>=9", "mkdocstrings[python]>=0.25", "ruff>=0.6"),
+    )
+    # mkdocs-material and mkdocs-get-deps print a banner about MkDocs 2.0 on every build; these are their opt-outs.
+    session.env.update({"NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"})
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "-f", "docs/mkdocs.yml", *session.posargs[1:])
+        return
     session.run("mkdocs", "build", "--strict", "-f", "docs/mkdocs.yml", "-d", str(Path(session.create_tmp()) / "site"))
     _pytest(session, "docs/tests")
 
@@ -137,7 +228,8 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def tools(session: nox.Session) -> None:
     """Release tooling: every sibling pin agrees with its package's version; the tools' own tests."""
-    session.install("packaging", "pytest>=8", "build", "twine", "hatchling")
+    # pytest-timeout: the root pyproject's `timeout` option belongs to it (pytest warns about an unknown option without it).
+    session.install("packaging", "pytest>=8", "pytest-timeout>=2.3", "build", "twine", "hatchling")
     session.run("python", "tools/check_pins.py")
     _pytest(session, "tools/tests")
 

@@ -8,6 +8,8 @@ torchrun --nproc-per-node 2 examples/digits.py     # the same script under torch
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterable
 
 import torch
 from fabric_core import Fabric
@@ -38,6 +40,11 @@ def make_model() -> nn.Module:
         nn.ReLU(),
         nn.Linear(64, 10),
     )
+
+
+def batches(fabric: Fabric, loader: Iterable, desc: str) -> Iterable:
+    """A progress bar (rank zero) when a person watches a terminal; in a log, the one summary line per epoch suffices."""
+    return fabric.progress(loader, desc=desc, leave=False) if sys.stderr.isatty() else loader
 
 
 def main() -> float:
@@ -84,14 +91,24 @@ def main() -> float:
     accuracy = 0.0
     for epoch in range(args.epochs):
         model.train()
-        for images, labels in train_loader:
-            loss = nn.functional.cross_entropy(model(images), labels)
+        # Sums over the epoch, kept on the device (no synchronising .item() per step), reduced across processes.
+        loss_sum = torch.zeros((), device=fabric.device)
+        train_correct = torch.zeros((), device=fabric.device)
+        seen = torch.zeros((), device=fabric.device)
+        for images, labels in batches(fabric, train_loader, f"epoch {epoch + 1}/{args.epochs}"):
+            logits = model(images)
+            loss = nn.functional.cross_entropy(logits, labels)
             optimizer.zero_grad()
             fabric.backward(loss)
             optimizer.step()
             step += 1
+            loss_sum += loss.detach() * labels.numel()
+            train_correct += (logits.detach().argmax(1) == labels).sum()
+            seen += labels.numel()
             if step % 10 == 0:
                 fabric.log("train/loss", loss, step=step)
+        loss_sum, train_correct, seen = (fabric.all_reduce(t, reduce_op="sum") for t in (loss_sum, train_correct, seen))
+        train_loss, train_accuracy = (loss_sum / seen).item(), (train_correct / seen).item()
 
         model.eval()
         correct = torch.zeros((), device=fabric.device)
@@ -102,8 +119,13 @@ def main() -> float:
                 total += labels.numel()
         correct, total = fabric.all_reduce(correct, reduce_op="sum"), fabric.all_reduce(total, reduce_op="sum")
         accuracy = (correct / total).item()
-        fabric.log("test/accuracy", accuracy, step=step)
-        fabric.print(f"epoch {epoch + 1}/{args.epochs}  loss {loss.item():.4f}  test accuracy {accuracy:.3f}")
+        fabric.log_dict(
+            {"train/epoch_loss": train_loss, "train/accuracy": train_accuracy, "test/accuracy": accuracy}, step=step
+        )
+        fabric.print(
+            f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}  train accuracy {train_accuracy:.3f}  "
+            f"test accuracy {accuracy:.3f}"
+        )
 
     if args.checkpoint:
         fabric.save(args.checkpoint, {"model": model, "optimizer": optimizer, "step": step, "accuracy": accuracy})
