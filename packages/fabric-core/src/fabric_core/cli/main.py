@@ -160,6 +160,8 @@ def launch_elastic(
 
     failure_dir = tempfile.mkdtemp(prefix="fabric-failures-")
     os.environ[FAILURE_DIR_ENV] = failure_dir  # workers record an uncaught exception there, timed
+    # Share the cores among the processes (as Lightning does); torchrun otherwise sets 1 and prints a banner.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
@@ -194,22 +196,31 @@ def launch_elastic(
 
 
 @cli.command("consolidate")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("folder")
 @click.option(
     "--output",
+    "--output_file",
+    "--output-file",
     "-o",
-    type=click.Path(dir_okay=False),
+    "output",
     default=None,
-    help="The file to write. Default: FOLDER.consolidated.pt",
+    help="The file to write (a path or fsspec URL). Default: FOLDER.consolidated.pt",
 )
-def consolidate_command(folder: str, output: str | None) -> None:
+@click.option("--no-verify", is_flag=True, default=False, help="Skip checking the folder's checksums.")
+def consolidate_command(folder: str, output: str | None, no_verify: bool) -> None:
     """Turn a sharded checkpoint FOLDER (FSDP, strategy state_dict_type='sharded') into one file.
 
-    The file loads with fabric.load / torch.load in a single process, on any number of devices.
+    FOLDER and the output may be local paths or fsspec URLs (s3://bucket/ck; credentials come from the
+    filesystem's usual environment variables). The file loads with fabric.load / torch.load in a single
+    process, on any number of devices.
     """
     from fabric_core.checkpoint.consolidate import consolidate
+    from fabric_core.checkpoint.errors import CheckpointError
 
-    target = consolidate(folder, output)
+    try:
+        target = consolidate(folder, output, verify=not no_verify)
+    except CheckpointError as err:
+        raise click.ClickException(str(err)) from None
     click.echo(f"wrote {target}")
 
 
