@@ -243,7 +243,7 @@ def test_call_invokes_callbacks_that_define_the_hook():
     assert calls == [("A", 3)]
 
 
-def test_log_converts_tensors_and_counts_steps():
+def test_log_converts_tensors_and_passes_the_step_through():
     logger = MemoryLogger()
     fabric = Fabric(accelerator="cpu", loggers=logger)
     assert fabric.logger is logger and fabric.loggers == [logger]
@@ -252,7 +252,8 @@ def test_log_converts_tensors_and_counts_steps():
     fabric.log_dict({"a": 1, "b": torch.tensor(2.0)})
     fabric.log("c", 3.0, step=10)
     fabric.log("d", 4.0)
-    assert logger.records == [({"loss": 1.0}, 0), ({"a": 1, "b": 2.0}, 1), ({"c": 3.0}, 10), ({"d": 4.0}, 11)]
+    # as in Lightning, no step given means step=None: each logger counts its own steps
+    assert logger.records == [({"loss": 1.0}, None), ({"a": 1, "b": 2.0}, None), ({"c": 3.0}, 10), ({"d": 4.0}, None)]
     assert isinstance(logger.records[0][0]["loss"], float)
     with pytest.raises(ValueError, match="scalar"):
         fabric.log("vector", torch.ones(3))

@@ -78,7 +78,7 @@ def test_sigkill_loses_at_most_what_came_after_the_last_flush(tmp_path, kind):
     if kind == "csv":
         header, rows = read_csv(os.path.join(log_dir, "metrics.csv"))
         # Nothing was flushed after step 4: exactly the flushed rows, the later column never reached disk.
-        assert header == ["step", "loss"]
+        assert header == ["loss", "step"]
         assert [(int(r["step"]), float(r["loss"])) for r in rows] == flushed
     else:
         # TensorBoard's writer thread may have written some later events on its own; the flushed ones are all there.
@@ -104,19 +104,20 @@ def test_sigkill_at_any_moment_leaves_whole_rows_only(tmp_path, kind):
 
     if kind == "csv":
         header, rows = read_csv(str(log_dir / "metrics.csv"))
-        assert header[:2] == ["step", "v"]
+        assert header[-2:] == ["step", "v"]  # sorted by name: c0, c1, ..., step, v
         assert [int(r["step"]) for r in rows] == list(range(len(rows)))
         assert all(float(r["v"]) == int(r["step"]) * 0.5 for r in rows)
-        for column in header[2:]:  # every grown column holds its own value in the row that introduced it
+        for column in header[:-2]:  # every grown column holds its own value in the row that introduced it
             k = int(column[1:])
             assert [r[column] for r in rows if r[column]] == [str(k * 37)]
-        # The run can be continued in the same folder: the next row lands after the last whole one.
+        # A new run in the same folder starts a fresh metrics.csv and keeps the killed run's file whole.
         resumed = CSVLogger(tmp_path, name="run", version=0)
-        resumed.log_metrics({"v": -1.0}, step=len(rows))
+        with pytest.warns(UserWarning, match="metrics.previous-1.csv"):
+            resumed.log_metrics({"v": -1.0}, step=len(rows))
         resumed.finalize("success")
         _, after = read_csv(str(log_dir / "metrics.csv"))
-        assert after[:-1] == rows
-        assert (after[-1]["step"], after[-1]["v"]) == (str(len(rows)), "-1.0")
+        assert [(r["step"], r["v"]) for r in after] == [(str(len(rows)), "-1.0")]
+        assert read_csv(str(log_dir / "metrics.previous-1.csv"))[1] == rows
     else:
         accumulator = event_accumulator(str(log_dir))
         events = accumulator.Scalars("v")

@@ -25,7 +25,7 @@ def test_rows_with_a_step_column(tmp_path):
         logger.log_metrics({"loss": 1.0 / (step + 1), "acc": step}, step=step)
     logger.finalize("success")
     header, rows = read_csv(_metrics_path(logger))
-    assert header == ["step", "loss", "acc"]
+    assert header == ["acc", "loss", "step"]  # sorted by name, as Lightning writes them
     assert [(int(r["step"]), float(r["loss"]), int(r["acc"])) for r in rows] == [
         (0, 1.0, 0),
         (1, 0.5, 1),
@@ -50,7 +50,7 @@ def test_new_metric_names_extend_the_header_and_keep_earlier_rows(tmp_path):
     logger.log_metrics({"val_acc": 0.5}, step=1)
     logger.log_metrics({"loss": 1.0, "lr": 0.01}, step=2)
     header, rows = read_csv(_metrics_path(logger))
-    assert header == ["step", "loss", "val_acc", "lr"]
+    assert header == ["loss", "lr", "step", "val_acc"]
     assert rows == [
         {"step": "0", "loss": "3.0", "val_acc": "", "lr": ""},
         {"step": "1", "loss": "2.0", "val_acc": "", "lr": ""},
@@ -119,27 +119,82 @@ def test_no_schedule_writes_only_on_save(tmp_path):
     logger.finalize("success")
 
 
-def test_a_given_version_continues_an_existing_file(tmp_path):
+def test_a_given_version_with_a_metrics_file_starts_a_new_one_and_keeps_the_old(tmp_path):
     first = CSVLogger(tmp_path, version=0)
     first.log_metrics({"loss": 2.0}, step=0)
     first.finalize("success")
     resumed = CSVLogger(tmp_path, version=0)
-    resumed.log_metrics({"loss": 1.0}, step=1)
+    with pytest.warns(UserWarning, match="exists and is not empty: its metrics.csv will be overwritten"):
+        resumed.log_metrics({"loss": 1.0}, step=1)
     resumed.log_metrics({"acc": 0.9}, step=1)
     resumed.finalize("success")
     header, rows = read_csv(_metrics_path(resumed))
-    assert header == ["step", "loss", "acc"]
-    assert [(r["step"], r["loss"], r["acc"]) for r in rows] == [("0", "2.0", ""), ("1", "1.0", ""), ("1", "", "0.9")]
+    assert header == ["acc", "loss", "step"]
+    assert [(r["step"], r["loss"], r["acc"]) for r in rows] == [("1", "1.0", ""), ("1", "", "0.9")]
+    kept = os.path.join(resumed.log_dir, "metrics.previous-1.csv")
+    assert read_csv(kept)[1] == [{"step": "0", "loss": "2.0"}]  # nothing the first run wrote is lost
 
 
-def test_a_row_cut_short_by_an_earlier_crash_is_dropped_before_appending(tmp_path):
+def test_the_same_logger_after_finalize_appends_without_warning(tmp_path, recwarn):
+    logger = CSVLogger(tmp_path, version=0)
+    logger.log_metrics({"loss": 2.0}, step=0)
+    logger.finalize("success")
+    logger.log_metrics({"loss": 1.0}, step=1)
+    logger.finalize("success")
+    assert [r["loss"] for r in read_csv(_metrics_path(logger))[1]] == ["2.0", "1.0"]
+    assert not [w for w in recwarn if "exists" in str(w.message)]
+
+
+def test_steps_are_counted_by_the_logger_when_not_given(tmp_path):
+    logger = CSVLogger(tmp_path, flush_logs_every_n_steps=None)
+    logger.log_metrics({"a": 1})
+    logger.log_metrics({"a": 2})
+    logger.log_metrics({"a": 3}, step=10)
+    logger.log_metrics({"a": 4})
+    assert [row["step"] for row in logger.experiment.metrics] == [0, 1, 10, 11]
+    logger.finalize("success")
+    assert [r["step"] for r in read_csv(logger.experiment.metrics_file_path)[1]] == ["0", "1", "10", "11"]
+
+
+def test_columns_sorted_and_widened_across_flushes(tmp_path):
+    logger = CSVLogger(tmp_path)
+    logger.log_metrics({"c": 0.1})
+    logger.log_metrics({"b": 0.3})
+    logger.save()
+    logger.log_metrics({"a": 0.5})
+    logger.save()
+    header, rows = read_csv(_metrics_path(logger))
+    assert header == ["a", "b", "c", "step"]
+    assert rows == [
+        {"a": "", "b": "", "c": "0.1", "step": "0"},
+        {"a": "", "b": "0.3", "c": "", "step": "1"},
+        {"a": "0.5", "b": "", "c": "", "step": "2"},
+    ]
+
+
+def test_experiment_is_the_writer_on_rank_zero_and_a_no_op_elsewhere(tmp_path, monkeypatch):
+    logger = CSVLogger(tmp_path)
+    logger.experiment.log_metrics({"x": 1.0})
+    logger.experiment.save()
+    assert read_csv(logger.experiment.metrics_file_path)[1] == [{"step": "0", "x": "1.0"}]
+    other = CSVLogger(tmp_path / "other")
+    other.set_global_rank(1)
+    other.experiment.log_metrics({"x": 1.0})  # does nothing, raises nothing
+    other.experiment.save()
+    assert other.experiment is not None
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_row_cut_short_by_an_earlier_crash_stays_in_the_kept_file(tmp_path):
     folder = tmp_path / "fabric_logs" / "version_0"
     folder.mkdir(parents=True)
     (folder / "metrics.csv").write_text("step,loss\n0,2.0\n1,1.2")  # "1,1.25\n" was being written
     logger = CSVLogger(tmp_path, version=0)
-    logger.log_metrics({"loss": 0.5}, step=1)
+    with pytest.warns(UserWarning, match="metrics.previous-1.csv"):
+        logger.log_metrics({"loss": 0.5}, step=1)
     logger.finalize("success")
-    assert read_csv(str(folder / "metrics.csv"))[1] == [{"step": "0", "loss": "2.0"}, {"step": "1", "loss": "0.5"}]
+    assert read_csv(str(folder / "metrics.csv"))[1] == [{"loss": "0.5", "step": "1"}]
+    assert (folder / "metrics.previous-1.csv").read_text() == "step,loss\n0,2.0\n1,1.2"
 
 
 def test_a_failed_rewrite_leaves_the_previous_file_whole(tmp_path):
@@ -201,6 +256,22 @@ def test_through_fabric(tmp_path):
     fabric.logger.finalize("success")
     _, rows = read_csv(_metrics_path(logger))
     assert rows == [{"step": "0", "loss": "0.5", "acc": ""}, {"step": "1", "loss": "0.125", "acc": "1"}]
+
+
+def test_fabric_passes_no_step_and_each_logger_counts_its_own(tmp_path):
+    from fabric_core import Fabric
+
+    early, late = CSVLogger(tmp_path, name="early"), CSVLogger(tmp_path, name="late")
+    fabric = Fabric(accelerator="cpu", devices=1, loggers=[early])
+    fabric.log("x", 1.0)
+    fabric.log("x", 2.0)
+    fabric._loggers.append(late)  # a logger that joins later starts at its own step 0
+    fabric.log("x", 3.0)
+    fabric.log("x", 4.0, step=7)
+    for logger in (early, late):
+        logger.finalize("success")
+    assert [r["step"] for r in read_csv(_metrics_path(early))[1]] == ["0", "1", "2", "7"]
+    assert [r["step"] for r in read_csv(_metrics_path(late))[1]] == ["0", "7"]
 
 
 def test_flush_schedule_counts_distinct_steps_and_time():

@@ -152,9 +152,36 @@ def test_log_graph_uses_example_input_array_and_unwraps_fabric(tmp_path):
     assert any("encoder" in name for name in _graph_node_names(logger.log_dir))
 
 
-def test_log_graph_without_an_input_says_how_to_give_one(tmp_path):
-    with pytest.raises(ValueError, match="example_input_array"):
-        TensorBoardLogger(tmp_path).log_graph(_Net())
+def test_log_graph_without_an_input_warns_how_to_give_one_and_skips(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    with pytest.warns(UserWarning, match="example_input_array"):
+        logger.log_graph(_Net())
+    assert os.listdir(logger.log_dir) == []  # nothing was written
+
+
+def test_sub_dir_and_expanded_root_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("FABRIC_TEST_LOGS", str(tmp_path / "from_env"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    logger = TensorBoardLogger("$FABRIC_TEST_LOGS/tb", name="exp", version=2, sub_dir="train")
+    assert logger.sub_dir == "train"
+    assert logger.log_dir == os.path.join(str(tmp_path), "from_env", "tb", "exp", "version_2", "train")
+    logger.log_metrics({"loss": 1.5})
+    logger.log_metrics({"loss": 0.5})
+    logger.finalize("success")
+    assert scalars(logger.log_dir, "loss") == [(0, 1.5), (1, 0.5)]  # steps counted by the logger
+    home = TensorBoardLogger("~/logs", name=None, version=0)
+    assert home.log_dir == os.path.join(str(tmp_path), "home", "logs", "version_0")
+
+
+def test_experiment_on_other_ranks_is_a_no_op_object(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.set_global_rank(1)
+    experiment = logger.experiment
+    assert experiment is not None
+    experiment.add_scalar("x", 1.0, 0)  # does nothing
+    experiment.add_image("img", torch.zeros(3, 2, 2))
+    assert experiment["anything"] is experiment
+    assert not os.path.exists(tmp_path / "fabric_logs")
 
 
 @pytest.fixture

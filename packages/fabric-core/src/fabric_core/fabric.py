@@ -793,13 +793,15 @@ def _reduce_op_name(reduce_op: Any) -> str:
         name = _REDUCE_ALIASES.get(reduce_op.lower(), reduce_op.lower())
         if name in _REDUCE_OPS:
             return name
-    elif reduce_op is not None:
+    elif not isinstance(reduce_op, (int, float)):  # plain numbers compare equal to ReduceOp members
         import torch.distributed as dist
 
         ops = getattr(dist, "ReduceOp", None)
-        for op_name, name in (("SUM", "sum"), ("AVG", "mean"), ("MAX", "max"), ("MIN", "min")):
-            if ops is not None and reduce_op == getattr(ops, op_name, object()):
-                return name
+        kinds = tuple(k for k in (ops, getattr(ops, "RedOpType", None)) if isinstance(k, type))
+        if kinds and isinstance(reduce_op, kinds):
+            for op_name, name in (("SUM", "sum"), ("AVG", "mean"), ("MAX", "max"), ("MIN", "min")):
+                if reduce_op == getattr(ops, op_name):
+                    return name
     raise ValueError(
         f"reduce_op={reduce_op!r} is not supported; choose one of {', '.join(_REDUCE_OPS)}, 'avg', or "
         "torch.distributed.ReduceOp.SUM / AVG / MAX / MIN."

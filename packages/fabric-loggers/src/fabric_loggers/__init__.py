@@ -1,11 +1,13 @@
 """fabric-loggers: experiment loggers for ``Fabric(loggers=[...])``.
 
-Both loggers write files on global rank 0 only and import their heavy libraries (TensorBoard,
-PyYAML) on first write, so ``import fabric_loggers`` stays cheap.
+Every logger writes on global rank 0 only and imports its library (TensorBoard, PyYAML, MLflow, W&B)
+on first use, so ``import fabric_loggers`` stays cheap and imports no tracker library.
 """
 
 from fabric_loggers.__about__ import __version__
 from fabric_loggers.csv_logger import CSVLogger
+from fabric_loggers.mlflow_logger import MLflowLogger
 from fabric_loggers.tensorboard import TensorBoardLogger
+from fabric_loggers.wandb_logger import WandbLogger
 
-__all__ = ["CSVLogger", "TensorBoardLogger", "__version__"]
+__all__ = ["CSVLogger", "MLflowLogger", "TensorBoardLogger", "WandbLogger", "__version__"]

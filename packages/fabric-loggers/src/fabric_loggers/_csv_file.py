@@ -1,4 +1,4 @@
-"""``metrics.csv``: one row per logged step, a ``step`` column first, columns added as metrics appear.
+"""``metrics.csv``: one row per logged step, columns sorted by name (``step`` among them), added as metrics appear.
 
 Rows wait in memory until a flush. A flush whose rows fit the header on disk appends them with a single
 ``write`` to a file opened for appending, so a killed process leaves whole rows only. A flush that brings
@@ -36,15 +36,20 @@ class MetricsCSV:
         self._names.update(dict.fromkeys(metrics))
         self._pending.append({STEP_COLUMN: step, **metrics})
 
+    @property
+    def metrics(self) -> list[dict[str, int | float]]:
+        """The rows logged since the last flush (each with its ``step``), as Lightning's writer keeps them."""
+        return self._pending
+
     def flush(self) -> None:
         if not self._pending:
             return
         self._drop_partial_last_line()
         on_disk = self._read_header()
-        columns = list(on_disk) if on_disk else [STEP_COLUMN]
-        if STEP_COLUMN not in columns:
-            columns.insert(0, STEP_COLUMN)
-        columns += [name for name in self._names if name not in columns]
+        if on_disk and STEP_COLUMN in on_disk and all(name in on_disk for name in self._names):
+            columns = on_disk
+        else:  # sorted by name, ``step`` included, as Lightning's CSV logger writes them
+            columns = sorted({*on_disk, STEP_COLUMN, *self._names})
         if columns == on_disk:
             self._append(self._pending, columns)
         else:

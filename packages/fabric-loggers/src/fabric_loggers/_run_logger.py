@@ -14,7 +14,7 @@ from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from fabric_core.plugins.logger import Logger
+from fabric_core.plugins.logger import Logger, NoOpExperiment
 
 from fabric_loggers import _rank, _versions
 from fabric_loggers._flush import FlushSchedule
@@ -62,6 +62,7 @@ class RunLogger(Logger):
         self._version = _versions.check_version(version)
         self._prefix = prefix
         self._schedule = FlushSchedule(flush_logs_every_n_steps, flush_logs_every_n_seconds)
+        self._next_step = 0  # the step of a log_metrics call without one: one past the last step logged
         self._rank: int | None = None  # cached once an initialised process group has said it
         self._sink: Sink | None = None
         self._exit_hook: weakref.finalize | None = None
@@ -97,7 +98,8 @@ class RunLogger(Logger):
 
     @property
     def _experiment_dir(self) -> str:
-        return os.path.join(self._root_dir, self._name) if self._name else self._root_dir
+        root = os.path.expanduser(os.path.expandvars(self._root_dir))  # "~/logs", "$SCRATCH/logs"
+        return os.path.join(root, self._name) if self._name else root
 
     @property
     def prefix(self) -> str:
@@ -119,12 +121,16 @@ class RunLogger(Logger):
         return self._rank == 0
 
     # ----------------------------------------------------------------- writing
-    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Record ``metrics`` at ``step`` (rank 0 only), flushing when the schedule says so."""
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Record ``metrics`` at ``step`` (rank 0 only), flushing when the schedule says so.
+
+        Without ``step`` this logger counts its own: one past the last step it logged (0 first).
+        """
         if not self.is_writer:
             return
         prepared = prepare_metrics(metrics, self._prefix)
-        step = check_step(step)
+        step = self._next_step if step is None else check_step(step)
+        self._next_step = step + 1
         self._open_sink().write_metrics(prepared, step)
         if self._schedule.record(step):
             self.save()
@@ -146,6 +152,13 @@ class RunLogger(Logger):
             self._exit_hook.detach()
             self._exit_hook = None
         self._schedule.flushed()
+
+    @property
+    def experiment(self) -> Any:
+        """The object that writes this run's files on rank 0; a ``NoOpExperiment`` on other ranks."""
+        if not self.is_writer:
+            return NoOpExperiment()
+        return self._open_sink()
 
     # ------------------------------------------------------------------- sinks
     @abstractmethod

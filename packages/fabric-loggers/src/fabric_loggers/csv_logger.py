@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,20 +16,47 @@ METRICS_FILE = "metrics.csv"
 
 
 class _CSVSink:
-    """The open state of one run's CSV files in one process."""
+    """The open state of one run's CSV files in one process; ``CSVLogger.experiment`` on rank 0."""
 
     def __init__(self, log_dir: str) -> None:
         self.pid = os.getpid()
-        self.metrics = MetricsCSV(os.path.join(log_dir, METRICS_FILE))
+        self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, METRICS_FILE)
+        self._file = MetricsCSV(self.metrics_file_path)
+
+    @property
+    def metrics(self) -> list[dict[str, int | float]]:
+        """Rows logged but not yet written (each with its ``step``)."""
+        return self._file.metrics
+
+    def log_metrics(self, metrics: Mapping[str, int | float], step: int | None = None) -> None:
+        """Add a row directly (no prefix, no flush schedule); without ``step`` it follows the pending rows."""
+        self._file.add(metrics, len(self._file.metrics) if step is None else step)
 
     def write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
-        self.metrics.add(metrics, step)
+        self._file.add(metrics, step)
+
+    def save(self) -> None:
+        """Write the pending rows to ``metrics.csv``."""
+        self._file.flush()
 
     def flush(self) -> None:
-        self.metrics.flush()
+        self._file.flush()
 
     def close(self, status: str | None) -> None:
-        self.metrics.flush()
+        self._file.flush()
+
+
+def _move_aside(path: str) -> str:
+    """Rename ``metrics.csv`` to the first free ``metrics.previous-N.csv`` beside it; return the new path."""
+    stem, extension = os.path.splitext(path)
+    number = 1
+    while True:
+        target = f"{stem}.previous-{number}{extension}"
+        if not os.path.exists(target):
+            os.replace(path, target)
+            return target
+        number += 1
 
 
 class CSVLogger(RunLogger):
@@ -37,7 +65,9 @@ class CSVLogger(RunLogger):
     Args:
         root_dir: the folder that holds all experiments.
         name: the experiment folder under ``root_dir`` (``None`` or ``""``: none).
-        version: an int (``version_<int>``), a folder name, or ``None`` for the next free ``version_N``.
+        version: an int (``version_<int>``), a folder name, or ``None`` for the next free ``version_N``. When
+            that folder already holds a ``metrics.csv``, this run starts a new one (with a warning) and the
+            earlier file is renamed ``metrics.previous-1.csv`` (Lightning deletes it).
         prefix: put before every metric name, joined with ``-`` (``train-loss``).
         flush_logs_every_n_steps: write buffered rows after this many distinct steps (``None``: only on
             ``save``/``finalize``/exit). A crash loses at most the rows since the last flush.
@@ -56,9 +86,26 @@ class CSVLogger(RunLogger):
     ) -> None:
         super().__init__(root_dir, name, version, prefix, flush_logs_every_n_steps, flush_logs_every_n_seconds)
         self._hparams: dict[str, Any] = {}
+        self._checked_existing = False  # set once this logger has looked for an earlier run's metrics.csv
 
     def _create_sink(self, log_dir: str) -> _CSVSink:
-        return _CSVSink(log_dir)
+        sink = _CSVSink(log_dir)
+        if not self._checked_existing:
+            self._checked_existing = True
+            if os.path.isfile(sink.metrics_file_path):
+                kept = _move_aside(sink.metrics_file_path)
+                warnings.warn(
+                    f"Experiment logs directory {log_dir} exists and is not empty: its metrics.csv will be "
+                    f"overwritten by this run. The earlier file was kept as {os.path.basename(kept)}.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        return sink
+
+    @property
+    def experiment(self) -> _CSVSink | Any:
+        """The metrics writer on rank 0 (``metrics``, ``metrics_file_path``, ``log_metrics``, ``save``)."""
+        return super().experiment
 
     def log_hyperparams(self, params: Mapping[str, Any] | Any, metrics: Mapping[str, Any] | None = None) -> None:
         """Merge ``params`` (dict, nested dicts, argparse.Namespace, dataclass) into ``hparams.yaml`` at once.

@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from fabric_core.plugins.logger import NoOpExperiment
+
 from fabric_loggers._hparams_summary import hparams_summaries, session_end_summary
 from fabric_loggers._metrics import prepare_metrics
 from fabric_loggers._params import flatten, params_to_dict, tensorboard_value
@@ -60,6 +62,8 @@ class TensorBoardLogger(RunLogger):
         name: the experiment folder under ``root_dir`` (``None`` or ``""``: none).
         version: an int (``version_<int>``), a folder name, or ``None`` for the next free ``version_N``.
         prefix: put before every metric name, joined with ``-`` (``train-loss``).
+        sub_dir: a folder inside the version folder to write to (``root_dir/name/version_N/sub_dir``), to
+            group runs in TensorBoard (``train``, ``val``).
         default_hp_metric: when ``log_hyperparams`` gets no metrics, log ``hp_metric = -1`` so that
             TensorBoard's HPARAMS tab lists the run (log the real ``hp_metric`` later).
         flush_logs_every_n_steps: flush after this many distinct steps (``None``: only on ``save``,
@@ -75,6 +79,7 @@ class TensorBoardLogger(RunLogger):
         name: str | None = "fabric_logs",
         version: int | str | None = None,
         prefix: str = "",
+        sub_dir: str | os.PathLike[str] | None = None,
         default_hp_metric: bool = True,
         flush_logs_every_n_steps: int | None = 100,
         flush_logs_every_n_seconds: float | None = None,
@@ -88,6 +93,7 @@ class TensorBoardLogger(RunLogger):
             )
         writer_kwargs.setdefault("flush_secs", flush_logs_every_n_seconds or _TENSORBOARD_DEFAULT_FLUSH_SECS)
         self._writer_kwargs = writer_kwargs
+        self._sub_dir = None if sub_dir is None else os.fspath(sub_dir)
         self._default_hp_metric = default_hp_metric
         # TensorBoard's readers keep the first hparams record of a run (per tag), so a run gets one.
         self._hparams_written = False
@@ -96,10 +102,24 @@ class TensorBoardLogger(RunLogger):
         return _TensorBoardSink(log_dir, self._writer_kwargs)
 
     @property
+    def sub_dir(self) -> str | None:
+        """The folder inside the version folder that this logger writes to, if any."""
+        return self._sub_dir
+
+    @property
+    def log_dir(self) -> str:
+        """``root_dir/name/version_N`` (``/sub_dir`` when given), with ``~`` and ``$VARS`` expanded."""
+        log_dir = super().log_dir
+        return os.path.join(log_dir, self._sub_dir) if self._sub_dir else log_dir
+
+    @property
     def experiment(self) -> Any:
-        """The ``SummaryWriter`` (rank 0), for anything this logger does not wrap: images, histograms, text."""
+        """The ``SummaryWriter`` on rank 0, for anything this logger does not wrap: images, histograms, text.
+
+        On other ranks a ``NoOpExperiment``: calls on it do nothing, so the same code runs everywhere.
+        """
         if not self.is_writer:
-            return None
+            return NoOpExperiment()
         return self._open_sink().writer  # type: ignore[attr-defined]
 
     def log_hyperparams(self, params: Mapping[str, Any] | Any, metrics: Mapping[str, Any] | None = None) -> None:
@@ -134,7 +154,10 @@ class TensorBoardLogger(RunLogger):
         self.save()
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
-        """Trace ``model`` on ``input_array`` (or ``model.example_input_array``) into TensorBoard's GRAPHS tab."""
+        """Trace ``model`` on ``input_array`` (or ``model.example_input_array``) into TensorBoard's GRAPHS tab.
+
+        Without either it warns and records nothing, as Lightning does.
+        """
         from fabric_core.utilities.apply_func import move_to_device
         from fabric_core.wrappers.module import unwrap_module
         from torch.nn.parallel import DistributedDataParallel
@@ -145,10 +168,13 @@ class TensorBoardLogger(RunLogger):
         if input_array is None:
             input_array = getattr(module, "example_input_array", None)
         if input_array is None:
-            raise ValueError(
-                "log_graph needs an example input: logger.log_graph(model, torch.randn(1, 32)), "
-                "or set model.example_input_array."
+            warnings.warn(
+                "Could not log the computational graph: log_graph needs an example input. Pass one, "
+                "logger.log_graph(model, torch.randn(1, 32)), or set model.example_input_array.",
+                UserWarning,
+                stacklevel=2,
             )
+            return
         if not self.is_writer:
             return
         parameter = next(module.parameters(), None)

@@ -14,8 +14,13 @@ class Logger(ABC):
 
     - Fabric calls ``log_metrics`` with plain Python numbers (tensors already detached and
       converted) on every rank; a logger that writes files writes them on global rank 0 only.
-    - ``step`` is never ``None``: Fabric counts steps when the user gives none.
+    - ``step`` may be ``None`` (the user gave none): the logger counts its own steps, as
+      Lightning's loggers do.
     - ``finalize`` flushes and closes; after it the files on disk are complete.
+    - ``experiment`` is the tracker's native run object on global rank 0; elsewhere a no-op object
+      (``NoOpExperiment``) whose every attribute and call does nothing, so user code needs no rank checks.
+    - ``log_checkpoint(path)`` is called by ``fabric.save`` on loggers that asked for it
+      (``wants_checkpoints`` true); the default does nothing.
     """
 
     @property
@@ -44,8 +49,8 @@ class Logger(ABC):
         return "/"
 
     @abstractmethod
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Record scalar ``metrics`` at ``step``."""
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record scalar ``metrics`` at ``step`` (``None``: the step after the last one this logger saw)."""
 
     @abstractmethod
     def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
@@ -66,3 +71,36 @@ class Logger(ABC):
     def finalize(self, status: str) -> None:
         """Flush and close at the end of the run; ``status`` is "success" or "failed"."""
         self.save()
+
+    @property
+    def wants_checkpoints(self) -> bool:
+        """Whether ``fabric.save`` should hand this logger each checkpoint it writes (``log_checkpoint``)."""
+        return False
+
+    def log_checkpoint(self, path: str) -> None:
+        """Upload or record the checkpoint ``fabric.save`` just wrote at ``path`` (trackers with artifacts)."""
+
+
+class NoOpExperiment:
+    """What ``logger.experiment`` is on ranks that do not write: every attribute, call and item is a no-op.
+
+    ``fabric.logger.experiment.add_image(...)`` then runs unchanged on every rank (Lightning's
+    ``rank_zero_experiment`` idea).
+    """
+
+    def __getattr__(self, name: str) -> NoOpExperiment:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoOpExperiment:
+        return self
+
+    def __getitem__(self, key: Any) -> NoOpExperiment:
+        return self
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "NoOpExperiment()"
