@@ -186,6 +186,11 @@ def launch_elastic(
                 if failure.exitcode < 0
                 else f"exited with code {failure.exitcode}"
             )
+            if num_nodes > 1 and failure.exitcode > 0:
+                # No error of its own was recorded: it lost its peers, and they are on the other node(s).
+                lost = [n for n in range(num_nodes) if n != node_rank]
+                where = f"node {lost[0]}" if len(lost) == 1 else f"one of nodes {lost}"
+                how += f" after losing its connection to {where} (that node stopped or failed: see its log)"
         others = sorted(r for r in err.failures if r != rank)
         after = f"; ranks {others} were stopped or failed after it" if others else ""
         click.echo(f"[fabric] rank {rank} {how}{after}. The job was stopped.", err=True)

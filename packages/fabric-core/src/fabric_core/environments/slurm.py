@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping
 
 from fabric_core.environments.torchelastic import _check_counts
@@ -85,3 +88,26 @@ class SLURMEnvironment(ClusterEnvironment):
 
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
         _check_counts("SLURM (srun)", self.world_size(), num_devices, num_nodes)
+
+
+def requeue_job(env: Mapping[str, str] | None = None) -> str:
+    """Put the running SLURM batch job back in the queue (``scontrol requeue``); returns the job id.
+
+    Call it on one rank after the checkpoint is saved (``fabric.requeue_requested``): SLURM stops
+    the job's processes and starts the batch script again, with ``SLURM_RESTART_COUNT`` raised by
+    one, so the script resumes from the checkpoint. The job must be requeueable (``sbatch --requeue``
+    or the cluster's ``JobRequeue=1``). An array task is requeued alone.
+    """
+    env = os.environ if env is None else env
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        raise RuntimeError("requeue_job() runs inside a SLURM job: SLURM_JOB_ID is not set.")
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    scontrol = shutil.which("scontrol", path=env.get("PATH"))
+    if scontrol is None:
+        raise RuntimeError("requeue_job() needs SLURM's `scontrol` command on PATH.")
+    result = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"`scontrol requeue {job}` failed: {(result.stderr or result.stdout).strip()}")
+    return job
