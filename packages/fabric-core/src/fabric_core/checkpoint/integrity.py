@@ -49,6 +49,8 @@ class HashingWriter:
         self.written = 0  # bytes written, the checksum trailer included
         self._hold = _EOCD_SIZE if zip_trailer else 0
         self._tail = b""
+        #: checksum of every byte written (the trailer included), set by :meth:`finish`
+        self.file_digest = ""
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
@@ -76,17 +78,26 @@ class HashingWriter:
         self.written += len(view)
 
     def finish(self) -> str:
-        """Write what was held back (with the checksum as zip comment when possible); returns the hex digest."""
+        """Write what was held back (with the checksum as zip comment when possible).
+
+        Returns the checksum stored in the trailer (of the bytes before it); ``file_digest`` then
+        holds the checksum of the whole file.
+        """
         tail, self._tail = self._tail, b""
         if self._hold and len(tail) == _EOCD_SIZE and tail[:4] == _EOCD_SIGNATURE and tail[-2:] == b"\0\0":
             self._emit(memoryview(tail[:-2] + TRAILER_SIZE.to_bytes(2, "little")))
             digest = self.hasher.hexdigest()
-            self.raw.write(TRAILER_PREFIX + digest.encode())
+            trailer = TRAILER_PREFIX + digest.encode()
+            whole = self.hasher.copy()
+            whole.update(trailer)
+            self.file_digest = whole.hexdigest()
+            self.raw.write(trailer)
             self.written += TRAILER_SIZE
             return digest
         if tail:
             self._emit(memoryview(tail))
-        return self.hasher.hexdigest()
+        self.file_digest = self.hasher.hexdigest()
+        return self.file_digest
 
     def tell(self) -> int:
         return self.size + len(self._tail)

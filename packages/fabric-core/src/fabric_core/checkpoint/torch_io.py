@@ -33,7 +33,7 @@ class TorchCheckpointIO(CheckpointIO):
         self.write_file(checkpoint, path, storage_options)
 
     def write_file(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> tuple[int, str]:
-        """Write ``checkpoint`` atomically; returns the file's (size, checksum) for folder manifests."""
+        """Write ``checkpoint`` atomically; returns the whole file's (size, checksum) for folder manifests."""
         if not isinstance(checkpoint, dict):
             raise TypeError(f"A checkpoint must be a dict, got {type(checkpoint).__name__}.")
         check_location(path)
@@ -42,8 +42,8 @@ class TorchCheckpointIO(CheckpointIO):
         def write(f: Any) -> tuple[int, str]:
             writer = HashingWriter(f, zip_trailer=True)
             torch.save(payload, writer)  # type: ignore[arg-type]
-            digest = writer.finish()
-            return writer.written, digest
+            writer.finish()
+            return writer.written, writer.file_digest
 
         return atomic_write(path, write, storage_options)
 

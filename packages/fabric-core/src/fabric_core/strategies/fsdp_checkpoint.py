@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from torch.optim import Optimizer
 
 from fabric_core.checkpoint.errors import CheckpointError
 from fabric_core.checkpoint.state import convert_state_for_saving, restore_state
+from fabric_core.checkpoint.storage import check_location
 from fabric_core.wrappers.module import unwrap_module
 from fabric_core.wrappers.optimizer import _FabricOptimizer
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 METADATA = ".metadata"
 PLAIN_STATE = "fabric_state.pt"  # everything that is not a module or optimizer, written by rank 0
+MANIFEST_KIND = "torch-distributed-checkpoint"
 
 
 def _modules(state: dict[str, Any]) -> list[Module]:
@@ -73,55 +74,131 @@ def _is_sharded_entry(value: Any) -> bool:
     return isinstance(value, Module) or isinstance(_optimizer(value), Optimizer)
 
 
-def save_sharded(strategy: FSDPStrategy, path: Path, state: dict[str, Any], filter: Any) -> None:
-    """Write one shard per rank plus metadata into a temporary folder, then swap it in atomically.
+def save_sharded(
+    strategy: FSDPStrategy, path: str | Path, state: dict[str, Any], filter: Any, storage_options: Any = None
+) -> None:
+    """Write one shard per rank, the plain entries and, last, the checksum manifest (see ``checkpoint.folder``).
 
-    Modules and optimizers go through ``torch.distributed.checkpoint``; the other entries (plain
-    values, schedulers) into ``fabric_state.pt`` beside them.
+    Modules and optimizers go through ``torch.distributed.checkpoint`` (its fsspec writer for URLs);
+    the other entries (plain values, schedulers) into ``fabric_state.pt`` beside them. Every file is
+    hashed while it is written. ``path`` may be a local folder or an fsspec URL.
     """
     import torch.distributed.checkpoint as dcp
 
-    if path.is_file():
-        raise CheckpointError(f"{str(path)!r} is a file; a sharded FSDP checkpoint is a folder. Choose another path.")
+    from fabric_core.checkpoint import folder
+    from fabric_core.checkpoint.dcp_io import hashing_writer
+    from fabric_core.checkpoint.manifest import Manifest, gather
+
+    check_location(path)
+    save_id = strategy.broadcast(folder.new_save_id() if strategy.is_global_zero else None)
+    plan = folder.plan_folder_save(path, save_id, storage_options)
     sharded = {k: v for k, v in state.items() if _is_sharded_entry(v)}
     plain = {k: v for k, v in state.items() if k not in sharded}
     sharded_filter = {k: f for k, f in (filter or {}).items() if k in sharded}
     plain_filter = {k: f for k, f in (filter or {}).items() if k in plain}
     converted = convert_state_for_saving(strategy, _split(sharded, full=False), sharded_filter)
     plain_converted = convert_state_for_saving(strategy, plain, plain_filter)
-    tmp = path.with_name(f".fabric-tmp-{path.name}")
-    if strategy.is_global_zero and tmp.exists():
-        shutil.rmtree(tmp)
+    if strategy.is_global_zero:
+        folder.prepare(plan)
     strategy.barrier("fsdp_save_prepare")
-    dcp.save(converted, checkpoint_id=str(tmp))
+    writer, records = hashing_writer(plan)
+    dcp.save(converted, storage_writer=writer)
     if strategy.is_global_zero:
-        strategy.checkpoint_io.save_checkpoint(plain_converted, tmp / PLAIN_STATE)
-    strategy.barrier("fsdp_save_written")
+        records[PLAIN_STATE] = _write_plain(strategy, plain_converted, plan)
+    everyone = gather(folder.record(records, strategy.global_rank))
     if strategy.is_global_zero:
-        old = path.with_name(f".fabric-old-{path.name}")
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        if old.exists():
-            shutil.rmtree(old)
+        manifest = Manifest(kind=MANIFEST_KIND)
+        for files in everyone:
+            manifest.files.update(files)
+        folder.commit(plan, manifest)
     strategy.barrier("fsdp_save_done")
 
 
-def load_sharded(strategy: FSDPStrategy, path: Path, state: Any, strict: bool) -> dict[str, Any]:
-    """Load a sharded folder into ``state``, resharding to the current number of processes."""
+def _write_plain(strategy: FSDPStrategy, data: dict[str, Any], plan: Any) -> tuple[int, str]:
+    from fabric_core.checkpoint.integrity import hash_file
+    from fabric_core.checkpoint.storage import join
+
+    target = join(plan.url, PLAIN_STATE)
+    io = strategy.checkpoint_io
+    write_file = getattr(io, "write_file", None)
+    if callable(write_file):
+        return write_file(data, target, storage_options=plan.storage_options)
+    io.save_checkpoint(data, target, storage_options=plan.storage_options)
+    return hash_file(plan.fs, join(plan.folder, PLAIN_STATE))
+
+
+def is_sharded_checkpoint(path: str | Path, storage_options: Any = None) -> bool:
+    """Whether ``path`` is a folder (sharded) checkpoint rather than one file."""
+    from fabric_core.checkpoint.folder import is_folder
+
+    return is_folder(path, storage_options)
+
+
+def load_checkpoint(
+    strategy: FSDPStrategy,
+    path: str | Path,
+    state: Any,
+    strict: bool,
+    weights_only: bool,
+    verify: bool = True,
+    storage_options: Any = None,
+) -> dict[str, Any]:
+    """Load either kind of checkpoint (a sharded folder or one full file) from a path or URL."""
+    if is_sharded_checkpoint(path, storage_options):
+        return load_sharded(strategy, path, state, strict, verify=verify, storage_options=storage_options)
+    return load_full(strategy, path, state, strict, weights_only, verify=verify, storage_options=storage_options)
+
+
+def load_sharded(
+    strategy: FSDPStrategy,
+    path: str | Path,
+    state: Any,
+    strict: bool,
+    verify: bool = True,
+    storage_options: Any = None,
+) -> dict[str, Any]:
+    """Load a sharded folder into ``state``, resharding to the current number of processes.
+
+    Only a complete checkpoint (its manifest present) is read; with ``verify`` every file's checksum
+    is checked first, the files split among the ranks.
+    """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    if not (path / METADATA).is_file():
-        raise CheckpointError(f"{str(path)!r} is not a sharded checkpoint folder (no {METADATA} file).")
+    from fabric_core.checkpoint.dcp_io import reader
+    from fabric_core.checkpoint.folder import open_folder
+    from fabric_core.checkpoint.manifest import gather, raise_problems, rank_and_world, verify_files
+    from fabric_core.checkpoint.storage import join
+    from fabric_core.plugins.checkpoint_io import load_options
+
+    try:
+        found = open_folder(path, storage_options, foreign_marker=METADATA)
+    except CheckpointError as err:
+        raise CheckpointError(f"{str(path)!r} is not a sharded checkpoint folder: {err}") from None
     if state is None:
         raise CheckpointError(
             f"{str(path)!r} is sharded: pass the state to restore into (fabric.load(path, {{'model': model, ...}})), "
             "or turn it into one file with `fabric consolidate`."
         )
-    reader = dcp.FileSystemReader(str(path))
-    sharded_keys = {key.split(".", 1)[0] for key in reader.read_metadata().state_dict_metadata}
-    plain = strategy.checkpoint_io.load_checkpoint(path / PLAIN_STATE) if (path / PLAIN_STATE).is_file() else {}
+    if verify and found.manifest is not None:
+        rank, world = rank_and_world()
+        problems = verify_files(found.fs, found.folder, found.manifest, rank, world)
+        raise_problems(str(path), [p for share in gather(problems) for p in share])
+    storage_reader = reader(found, storage_options)
+    sharded_keys = {key.split(".", 1)[0] for key in storage_reader.read_metadata().state_dict_metadata}
+    if found.manifest is not None:
+        has_plain = PLAIN_STATE in found.manifest.files
+    else:
+        has_plain = (
+            found.fs.exists(join(found.folder, PLAIN_STATE)) if found.fs else Path(found.folder, PLAIN_STATE).is_file()
+        )
+    plain = (
+        strategy.checkpoint_io.load_checkpoint(
+            join(found.url, PLAIN_STATE), **load_options(verify, storage_options if found.fs else None)
+        )
+        if has_plain
+        else {}
+    )
     stored = sharded_keys | set(plain)
     missing = [k for k in state if k not in stored]
     if missing and strict:
@@ -129,7 +206,7 @@ def load_sharded(strategy: FSDPStrategy, path: Path, state: Any, strict: bool) -
     wanted = {k: v for k, v in state.items() if k in sharded_keys and _is_sharded_entry(v)}
     if wanted:
         target = _split(wanted, full=False)
-        dcp.load(target, checkpoint_id=str(path))
+        dcp.load(target, storage_reader=reader(found, storage_options))
         modules = _modules(wanted)
         for key, value in wanted.items():
             if isinstance(value, Module):
@@ -144,11 +221,23 @@ def load_sharded(strategy: FSDPStrategy, path: Path, state: Any, strict: bool) -
     return {k: v for k, v in remainder.items() if k not in state}
 
 
-def load_full(strategy: FSDPStrategy, path: Any, state: Any, strict: bool, weights_only: bool) -> dict[str, Any]:
+def load_full(
+    strategy: FSDPStrategy,
+    path: Any,
+    state: Any,
+    strict: bool,
+    weights_only: bool,
+    verify: bool = True,
+    storage_options: Any = None,
+) -> dict[str, Any]:
     """Load one full file on every rank and let each keep its shard."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    checkpoint = strategy.checkpoint_io.load_checkpoint(path, map_location="cpu", weights_only=weights_only)
+    from fabric_core.plugins.checkpoint_io import load_options
+
+    checkpoint = strategy.checkpoint_io.load_checkpoint(
+        path, map_location="cpu", weights_only=weights_only, **load_options(verify, storage_options)
+    )
     if state is None:
         return checkpoint
     modules = {k: unwrap_module(v) for k, v in state.items() if isinstance(v, Module)}
