@@ -376,9 +376,7 @@ class Fabric:
                 "is what Fabric returned). Pass the original optimizer."
             )
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"fabric.{method} expects torch.optim.Optimizer instances, got {type(optimizer).__name__}."
-            )
+            raise TypeError(f"fabric.{method} expects torch.optim.Optimizer instances, got {type(optimizer).__name__}.")
         if optimizer in self._set_up_optimizers and self._strategy.is_distributed:
             raise ValueError(
                 f"This optimizer was already set up by this Fabric; with strategy {self._strategy.name!r} a second "
@@ -815,9 +813,7 @@ def _check_save_filter(filter: Any, state: Any) -> None:
     if not isinstance(filter, dict):
         raise TypeError(f"Filter should be a dictionary of state key -> callable(name, value), given {filter!r}.")
     if isinstance(state, dict) and not set(filter).issubset(state):
-        raise ValueError(
-            f"The filter keys {set(filter) - set(state)} are not present in the state keys {set(state)}."
-        )
+        raise ValueError(f"The filter keys {set(filter) - set(state)} are not present in the state keys {set(state)}.")
     for key, value in filter.items():
         if not callable(value):
             raise TypeError(f"Expected `fabric.save(filter=...)` for key {key!r} to be a callable, given {value!r}.")

@@ -176,50 +176,82 @@ def test_plain_backward_under_a_scaler_stops_a_two_process_job_clearly(tmp_path)
 
 
 # ----------------------------------------------------------------------------- setting things up twice
+# As in Lightning, a single-process strategy may set up the same original module / optimizer again (a
+# new wrapper around the same object; nothing is wrapped twice). A distributed strategy refuses it,
+# since DDP / sharding would be applied to the same parameters twice. What Fabric returned is always
+# refused.
+
+AGAIN = {
+    "setup twice": ("setup", "setup"),
+    "setup_module twice": ("setup_module", "setup_module"),
+    "setup after setup_module": ("setup_module", "setup"),
+    "setup_module after setup": ("setup", "setup_module"),
+    "compiled module after setup": ("setup", "compiled"),
+    "module after its compiled form": ("compiled", "setup"),
+}
 
 
-def _twice(kind: str):
+def _set_up(fabric, module, how):
+    if how == "setup":
+        return fabric.setup(module, torch.optim.SGD(module.parameters(), lr=0.1))[0]
+    if how == "setup_module":
+        return fabric.setup_module(module)
+    return fabric.setup(torch.compile(module))
+
+
+@pytest.mark.parametrize("kind", list(AGAIN))
+def test_the_same_module_set_up_again_on_one_device_works_as_in_lightning(kind):
     fabric = Fabric(accelerator="cpu")
     module = nn.Linear(2, 1)
-    if kind == "setup twice":
-        fabric.setup(module)
-        return lambda: fabric.setup(module)
-    if kind == "setup of the wrapped module":
-        wrapped = fabric.setup(module)
-        return lambda: fabric.setup(wrapped)
-    if kind == "setup_module twice":
-        fabric.setup_module(module)
-        return lambda: fabric.setup_module(module)
-    if kind == "setup after setup_module":
-        fabric.setup_module(module)
-        return lambda: fabric.setup(module, torch.optim.SGD(module.parameters(), lr=0.1))
-    if kind == "setup_module after setup":
-        fabric.setup(module)
-        return lambda: fabric.setup_module(module)
-    if kind == "compiled module after setup":
-        fabric.setup(module)
-        return lambda: fabric.setup(torch.compile(module))
-    if kind == "module after its compiled form":
-        fabric.setup(torch.compile(module))
-        return lambda: fabric.setup(module)
-    raise AssertionError(kind)
+    first, second = AGAIN[kind]
+    a = _set_up(fabric, module, first)
+    b = _set_up(fabric, module, second)
+    assert a.module is b.module is module
+    if "compiled" not in kind:  # (compiling is slow and adds nothing here)
+        assert torch.equal(a(torch.ones(1, 2)), b(torch.ones(1, 2)))
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "setup twice",
-        "setup of the wrapped module",
-        "setup_module twice",
-        "setup after setup_module",
-        "setup_module after setup",
-        "compiled module after setup",
-        "module after its compiled form",
-    ],
-)
-def test_the_same_module_set_up_twice_is_refused(kind):
+def test_the_wrapped_module_set_up_again_is_refused():
+    fabric = Fabric(accelerator="cpu")
+    wrapped = fabric.setup(nn.Linear(2, 1))
     with pytest.raises(ValueError, match="already set up"):
-        _twice(kind)()
+        fabric.setup(wrapped)
+    with pytest.raises(ValueError, match="already set up"):
+        fabric.setup_module(wrapped)
+    with pytest.raises(ValueError, match="already set up"):
+        fabric.setup(torch.compile(wrapped))
+
+
+SET_UP_AGAIN_UNDER_DDP = """
+import torch
+from torch import nn
+from fabric_core import Fabric
+
+fabric = Fabric(accelerator="cpu", strategy="ddp", devices=1)
+fabric.launch()
+for first, second in [("setup", "setup"), ("setup_module", "setup_module"), ("setup_module", "setup"),
+                      ("setup", "setup_module"), ("setup", "optimizer")]:
+    module = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    fabric.setup(module, optimizer) if first == "setup" else fabric.setup_module(module)
+    try:
+        if second == "setup":
+            fabric.setup(module, torch.optim.SGD(module.parameters(), lr=0.1))
+        elif second == "setup_module":
+            fabric.setup_module(module)
+        else:
+            fabric.setup(nn.Linear(2, 1), optimizer)
+    except ValueError as err:
+        assert "already set up" in str(err) and "'ddp'" in str(err), err
+        print("REFUSED", first, second, flush=True)
+"""
+
+
+def test_the_same_module_or_optimizer_set_up_again_under_ddp_is_refused(tmp_path):
+    job = start_job(tmp_path, [sys.executable, str(write_script(tmp_path, SET_UP_AGAIN_UNDER_DDP))])
+    assert job.finish(timeout=240) == 0, job.stderr[-3000:]
+    assert job.stdout.count("REFUSED") == 5, job.stdout + job.stderr[-3000:]
+    assert not job.leftovers()
 
 
 def test_the_same_module_in_two_fabric_objects_is_allowed():
@@ -240,13 +272,15 @@ def test_a_wrapped_optimizer_set_up_again_is_refused():
         fabric.setup_optimizers(optimizer)
 
 
-def test_the_same_original_optimizer_set_up_twice_is_refused():
+def test_the_same_original_optimizer_set_up_again_on_one_device_works_as_in_lightning():
     fabric = Fabric(accelerator="cpu")
     module = nn.Linear(2, 1)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     fabric.setup(module, optimizer)
-    with pytest.raises(ValueError, match="already set up"):
-        fabric.setup(nn.Linear(2, 1), optimizer)
+    model, again = fabric.setup(module, optimizer)
+    assert again.optimizer is optimizer
+    fabric.backward(model(torch.ones(1, 2)).sum())
+    again.step()
 
 
 def test_a_dataloader_set_up_twice_says_so():

@@ -199,6 +199,7 @@ def _worker(
 
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
     strategy.set_local_rank(local_rank)
+    _unshare_modules((args, kwargs))
     if parent_holds_store:
         strategy._store = dist.TCPStore(address, port, strategy.world_size, is_master=False, timeout=strategy.timeout)
     output = function(*args, **kwargs)
@@ -212,3 +213,27 @@ def _worker(
         buffer = io.BytesIO()
         torch.save(move_to_device(output, "cpu"), buffer)
         results.put(buffer.getvalue())
+
+
+def _unshare_modules(data: Any) -> None:
+    """Give the modules passed to a spawned worker their own copy of parameters and buffers.
+
+    Arguments reach a spawned worker through shared memory; a module whose tensors stayed shared
+    would have every rank update the same weights (and the parent see them change). Tied weights
+    stay tied, as each tensor is copied once. As in Lightning, only CPU tensors are concerned.
+    """
+    import itertools
+
+    import torch
+
+    if isinstance(data, torch.nn.Module):
+        with torch.no_grad():
+            for tensor in itertools.chain(data.parameters(), data.buffers()):
+                if tensor.device.type == "cpu" and tensor.is_shared():
+                    tensor.data = tensor.data.clone()
+    elif isinstance(data, dict):
+        for value in data.values():
+            _unshare_modules(value)
+    elif isinstance(data, (list, tuple)):
+        for value in data:
+            _unshare_modules(value)

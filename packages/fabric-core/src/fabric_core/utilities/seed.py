@@ -61,9 +61,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
             if verbose:
                 from fabric_core.utilities.rank_zero import rank_zero_warn
 
-                rank_zero_warn(
-                    f"No seed found, seed set to {seed} (pass a seed or set {SEED_ENV}).", stacklevel=3
-                )
+                rank_zero_warn(f"No seed found, seed set to {seed} (pass a seed or set {SEED_ENV}).", stacklevel=3)
         else:
             try:
                 seed = int(env_seed)
