@@ -227,11 +227,13 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def tools(session: nox.Session) -> None:
-    """Release tooling: every sibling pin agrees with its package's version; the tools' own tests."""
+    """Release tooling: sibling pins agree with versions; the tools' tests; wheels install into a fresh venv with `fabric`."""
     # pytest-timeout: the root pyproject's `timeout` option belongs to it (pytest warns about an unknown option without it).
     session.install("packaging", "pytest>=8", "pytest-timeout>=2.3", "build", "twine", "hatchling")
     session.run("python", "tools/check_pins.py")
     _pytest(session, "tools/tests")
+    # The install the README documents, from wheels built here into a fresh venv (torch from the local disk).
+    session.run("python", "tools/check_extras_install.py", "--extras", "cuda", "--no-isolation")
 
 
 @nox.session(default=False)

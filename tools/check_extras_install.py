@@ -8,7 +8,8 @@ pinned to the versions just built, then asserts that:
 
 - exactly fabric-core plus the siblings the extras name got installed (no fabric-cuda, fabric-xla);
 - each of them is the wheel just built (its installed RECORD equals the wheel's RECORD);
-- the plugins the extras bring are registered (``fabric_core.registry`` sees them).
+- the plugins the extras bring are registered (``fabric_core.registry`` sees them);
+- the ``fabric`` command is on the venv's PATH and answers ``fabric run --help``.
 
 Third-party dependencies (DeepSpeed, TensorBoard ...) come from the package index. Exit 0 when all
 holds, 1 with the reason otherwise.
@@ -134,7 +135,18 @@ def check(extras: list[str], torch_pin: str, work: Path, isolation: bool = True)
                 f"{name} in the venv is not the wheel just built ({len(missing)} files differ, e.g. {sorted(missing)[0]})"
             )
     check_registered(probe["plugins"], dists, expected)
+    check_command(env_dir)
     return {"installed": {n: installed[n]["version"] for n in sorted(ours)}, "plugins": probe["plugins"]}
+
+
+def check_command(env_dir: Path) -> None:
+    """The console script the README's `fabric run` lines use was installed and starts."""
+    command = env_dir / "bin" / "fabric"
+    if not command.is_file():
+        raise CheckFailed(f"the `fabric` command was not installed ({command} is missing)")
+    output = run([str(command), "run", "--help"], "fabric run --help")
+    if "--devices" not in output:
+        raise CheckFailed(f"`fabric run --help` does not describe --devices:\n{output}")
 
 
 _KINDS = {

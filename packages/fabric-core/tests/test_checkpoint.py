@@ -27,6 +27,7 @@ def test_round_trip_restores_modules_optimizers_and_plain_values(tmp_path):
     fabric = Fabric(accelerator="cpu")
     model, optimizer = _setup(fabric, seed=0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    optimizer.step()  # the order torch expects: a scheduler step before any optimizer step warns
     scheduler.step()
     path = tmp_path / "ckpt.pt"
     fabric.save(path, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "step": 7, "extra": {"a": 1}})
@@ -136,7 +137,7 @@ class _Payload:
 def test_loading_does_not_execute_code_from_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"x": _Payload()}, f)
+        pickle.dump({"x": _Payload()}, f, protocol=2)  # torch.save's protocol (torch warns on others)
     torch.save({"x": _Payload()}, tmp_path / "evil2.pt")
     fabric = Fabric(accelerator="cpu")
     for name in ("evil.pt", "evil2.pt"):
