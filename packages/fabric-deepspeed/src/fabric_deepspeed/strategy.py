@@ -5,16 +5,16 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.accelerator import Accelerator
+from fabric_core.plugins.bases import ProcessGroupStrategy
 from fabric_core.plugins.precision import Precision
-from fabric_core.strategies.process_group import ProcessGroupStrategy
 from torch import Tensor
 from torch.nn import Module
 from torch.optim import Optimizer
@@ -252,7 +252,7 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         if self.zero_stage != 3:
             return super().module_init_context(empty_init)
         import deepspeed
-        from fabric_core.utilities.init import skip_parameter_init
+        from fabric_core.plugins.tensors import skip_parameter_init
 
         stack = ExitStack()
         if empty_init:
@@ -275,6 +275,30 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
 
     def no_backward_sync(self, module: Module, enabled: bool) -> AbstractContextManager:
         return nullcontext()  # stages 0/1 already defer the reduction to optimizer.step()
+
+    def accumulation_step(
+        self, module: Module, steps: int, window: int, boundary: bool
+    ) -> AbstractContextManager[tuple[float, bool]] | None:
+        """``fabric.accumulate`` on an engine that counts micro-batches itself (``gradient_accumulation_steps`` > 1).
+
+        The engine divides each loss by its own count and steps on its boundary, which is set here for
+        every micro-step (so a short last window ends on time); ``optimizer.step()`` is left to the
+        engine. Without that setting (the default) the training loop owns the boundary and
+        ``fabric.accumulate`` works as for DDP: ``None``.
+        """
+        engine = self._engines.find_for_module(module)
+        if engine is None or not engine.managed_gradient_accumulation():
+            return None
+        configured = int(engine.gradient_accumulation_steps())
+        if configured == 1:
+            return None
+        if steps != configured:
+            raise MisconfigurationError(
+                f"fabric.accumulate(model, steps={steps}) but this DeepSpeed engine was set up with "
+                f"gradient_accumulation_steps={configured}, which it keeps for its life. Use steps={configured}, or "
+                "create the strategy without gradient_accumulation_steps so fabric.accumulate decides the windows."
+            )
+        return _engine_window(engine, configured, window, boundary)
 
     def clip_gradients_norm(
         self,
@@ -364,3 +388,13 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
 
 def _is_partitioned(module: Module) -> bool:
     return any(hasattr(p, "ds_id") for p in module.parameters())
+
+
+@contextmanager
+def _engine_window(engine: Any, configured: int, window: int, boundary: bool) -> Iterator[tuple[float, bool]]:
+    """One micro-step of an engine-counted window: its boundary set by us, the loss rescaled to ``1/window``."""
+    engine.set_gradient_accumulation_boundary(boundary)
+    try:
+        yield configured / window, False  # the engine divides by ``configured``; its step() skips non-boundaries
+    finally:
+        engine._is_gradient_accumulation_boundary = None  # back to the engine's own counter outside the context
