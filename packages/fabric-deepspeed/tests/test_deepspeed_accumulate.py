@@ -143,4 +143,4 @@ def test_accumulated_weights_equal_one_large_batch(results: dict[int, dict], nam
 
 def test_a_steps_that_differs_from_the_engine_count_is_refused(results: dict[int, dict]) -> None:
     message = _leg(results, 0, "mismatch")
-    assert ("gradient_accumulation_steps=4" in message and "steps=4" in message) or "Use steps=4" in message
+    assert "gradient_accumulation_steps=4" in message and "Use steps=4" in message, message
