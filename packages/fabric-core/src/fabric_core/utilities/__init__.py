@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "Throughput": "fabric_core.utilities.throughput",
     "ThroughputMonitor": "fabric_core.utilities.throughput",
     "get_available_flops": "fabric_core.utilities.throughput",
+    "find_executable_batch_size": "fabric_core.utilities.batch_size_finder",
     "measure_flops": "fabric_core.utilities.throughput",
 }
 
