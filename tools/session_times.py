@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Print how long each nox session took and how much disk its environment holds, from nox's JSON report.
+
+CI runs ``nox --report FILE`` and then this script, so every run ends with the table that tells
+where the time went (and which session to move into a shared fixture next). Standard library only:
+it runs with the bare interpreter that started nox.
+
+Examples:
+    nox --report /tmp/nox.json; python tools/session_times.py /tmp/nox.json
+    python tools/session_times.py /tmp/nox.json --envdir ~/.cache/fabric-nox
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes on disk under ``folder`` (links not followed; 0 if it does not exist)."""
+    total = 0
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                else:
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def table(report: dict, envdir: Path | None) -> str:
+    """The per-session lines, slowest first, and a total line."""
+    sessions = report.get("sessions", [])
+    rows = []
+    for session in sorted(sessions, key=lambda s: s.get("duration") or 0.0, reverse=True):
+        name = session.get("name", "?")
+        size = ""
+        if envdir is not None:
+            size = f"{folder_bytes(envdir / name) / 1e9:.1f} GB"
+        result = session.get("result", "?")
+        if session.get("reason"):
+            result += f" ({session['reason']})"
+        rows.append((name, _minutes(session.get("duration") or 0.0), size, result))
+    total = sum(s.get("duration") or 0.0 for s in sessions)
+    lines = [f"{'session':<16} {'time':>7} {'env disk':>9}  result"]
+    lines += [f"{name:<16} {time:>7} {size:>9}  {result}" for name, time, size, result in rows]
+    total_size = f"{folder_bytes(envdir) / 1e9:.1f} GB" if envdir is not None else ""
+    lines.append(f"{'total':<16} {_minutes(total):>7} {total_size:>9}  {len(sessions)} sessions")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("report", type=Path, help="the file nox --report wrote")
+    parser.add_argument(
+        "--envdir",
+        type=Path,
+        default=Path(os.environ.get("FABRIC_NOX_ENVDIR", Path.home() / ".cache" / "fabric-nox")),
+        help="where the session environments live (default: FABRIC_NOX_ENVDIR or ~/.cache/fabric-nox)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = json.loads(args.report.read_text())
+    except (OSError, ValueError) as err:
+        print(f"session_times: cannot read the nox report {args.report}: {err}", file=sys.stderr)
+        return 1
+    print(table(report, args.envdir if args.envdir.is_dir() else None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
