@@ -1,46 +1,67 @@
-"""Gradient norms over parameters that live on different device meshes (DTensors) or on none.
+"""The total gradient norm of a model whose parameters are spread over a device mesh, in one collective.
 
-``torch.nn.utils.clip_grad_norm_`` stacks the per-parameter norms into one tensor, which fails when a
-model mixes DTensors of different meshes or placements (tensor-parallel layers, FSDP-sharded layers,
-plain parameters left alone by the plan). Here the gradients are grouped by their layout, each
-group's norm is reduced to a plain tensor over its mesh, and the groups are combined.
+``torch.nn.utils.clip_grad_norm_`` stacks per-parameter norms into one tensor, which fails when a
+model mixes DTensors of different meshes or placements with plain parameters, and reducing a 2-D
+DTensor norm costs one all-reduce per mesh dimension. Here each rank sums ``|local shard|^p``
+divided by the number of ranks that hold an identical copy of that shard, and one all-reduce over
+all processes gives ``sum |g|^p`` of the whole model. Gradients still holding pending partial sums
+(``Partial`` placements, as sequence-parallel norms leave them) are reduced first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 
-def _layout(grad: Tensor) -> tuple[object, ...]:
+def _copies(grad: Tensor, world_size: int) -> int:
+    """How many ranks hold the same values as this rank's piece of ``grad``."""
     from torch.distributed.tensor import DTensor
 
-    if isinstance(grad, DTensor):
-        return (grad.device_mesh, tuple(grad.placements), grad.device)
-    return (None, (), grad.device)
+    if not isinstance(grad, DTensor):
+        return world_size  # a plain (replicated) parameter: every rank has all of it
+    shards = 1
+    for dim, placement in enumerate(grad.placements):
+        if not placement.is_replicate():  # Shard, _StridedShard, ... (partial sums were reduced before)
+            shards *= grad.device_mesh.size(dim)
+    return world_size // shards
 
 
-def total_norm(grads: Iterable[Tensor], norm_type: float, device: torch.device) -> Tensor:
+def _reduced(grad: Tensor) -> Tensor:
+    from torch.distributed.tensor import Replicate
+
+    placements = [Replicate() if p.is_partial() else p for p in grad.placements]  # type: ignore[attr-defined]
+    return grad.redistribute(grad.device_mesh, placements)  # type: ignore[attr-defined]
+
+
+def total_norm(grads: list[Tensor], norm_type: float, device: torch.device) -> Tensor:
     """The ``norm_type``-norm of all ``grads`` together, the same plain tensor on every rank.
 
-    Every rank must pass gradients of the same layouts in the same order (the same model).
+    Every rank must call this with the gradients of the same model (the collective is global).
     """
     from torch.distributed.tensor import DTensor
 
-    groups: dict[tuple[object, ...], list[Tensor]] = {}
+    distributed = dist.is_available() and dist.is_initialized()
+    world_size = dist.get_world_size() if distributed else 1
+    groups: dict[int, list[Tensor]] = {}
     for grad in grads:
-        groups.setdefault(_layout(grad), []).append(grad)
-    if not groups:
-        return torch.zeros((), device=device)
-    norms = []
-    for members in groups.values():
-        norm = torch.nn.utils.get_total_norm(members, norm_type=norm_type, foreach=None)
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()
-        norms.append(norm.to(device))
-    return torch.linalg.vector_norm(torch.stack(norms), norm_type)
+        if isinstance(grad, DTensor) and any(p.is_partial() for p in grad.placements):
+            grad = _reduced(grad)  # pending sums (sequence-parallel norms): only their sum has a norm
+        local = grad.to_local() if isinstance(grad, DTensor) else grad
+        groups.setdefault(_copies(grad, world_size), []).append(local.detach())
+    is_inf = math.isinf(norm_type)
+    acc = torch.zeros((), dtype=torch.float64, device=device)
+    for copies, members in groups.items():
+        norm = torch.nn.utils.get_total_norm(members, norm_type=norm_type).to(device, torch.float64)
+        acc = torch.maximum(acc, norm) if is_inf else acc + norm**norm_type / copies
+    if distributed:
+        dist.all_reduce(acc, op=dist.ReduceOp.MAX if is_inf else dist.ReduceOp.SUM)
+    result = acc if is_inf else acc ** (1.0 / norm_type)
+    dtype = grads[0].dtype if grads else torch.float32
+    return result.to(dtype)
 
 
 def clip_by_norm(grads: list[Tensor], max_norm: float, norm_type: float, error_if_nonfinite: bool) -> Tensor:

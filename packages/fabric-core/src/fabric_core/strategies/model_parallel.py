@@ -24,6 +24,7 @@ from fabric_core.strategies.process_group import ProcessGroupStrategy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from concurrent.futures import Future
 
     from torch.distributed.device_mesh import DeviceMesh
 
@@ -249,33 +250,51 @@ class ModelParallelStrategy(ProcessGroupStrategy):
         set_model_state_dict(module, dict(state_dict), options=StateDictOptions(full_state_dict=True, strict=strict))
 
     def save_checkpoint(
-        self, path: str | Path, state: dict[str, Any], storage_options: Any = None, filter: Any = None
-    ) -> None:
-        """A folder of per-rank shards (``save_distributed_checkpoint=True``) or one full file, swapped in
-        atomically either way."""
-        path = Path(self.broadcast(str(path)))  # every rank writes into rank 0's folder
+        self,
+        path: str | Path,
+        state: dict[str, Any],
+        storage_options: Any = None,
+        filter: dict[str, Callable[[str, Any], bool]] | None = None,
+        async_: bool = False,
+    ) -> Future | None:
+        """A folder in which each rank writes its shards (``save_distributed_checkpoint=True``) or one
+        full file written by rank 0; either is swapped in atomically, as with FSDP."""
+        from fabric_core.strategies import fsdp_checkpoint
+
+        path = self.broadcast(path)  # every rank writes into rank 0's folder (Lightning does the same)
         if self._save_distributed_checkpoint:
-            from fabric_core.strategies.fsdp_checkpoint import save_sharded
+            if async_:
+                raise ValueError(
+                    "async_=True writes single-file checkpoints; a distributed checkpoint is saved synchronously. "
+                    "Use ModelParallelStrategy(..., save_distributed_checkpoint=False) for background saves."
+                )
+            fsdp_checkpoint.save_sharded(self, path, state, filter, storage_options=storage_options)  # type: ignore[arg-type]
+            return None
+        converted = fsdp_checkpoint.full_state(self, state, filter)  # type: ignore[arg-type]
+        if async_:
+            from fabric_core.checkpoint.async_save import finished
 
-            save_sharded(self, path, state, filter)  # type: ignore[arg-type]
-            return
-        from fabric_core.strategies.fsdp_checkpoint import full_state
-
-        converted = full_state(self, state, filter)  # type: ignore[arg-type]
+            if self.is_global_zero:
+                return self.checkpoint_io.save_checkpoint_async(converted, path, storage_options=storage_options)
+            return finished()
         if self.is_global_zero:
             self.checkpoint_io.save_checkpoint(converted, path, storage_options=storage_options)
         self.barrier("save_checkpoint")
+        return None
 
     def load_checkpoint(
-        self, path: str | Path, state: Any = None, strict: bool = True, weights_only: bool = True
+        self,
+        path: str | Path,
+        state: Any = None,
+        strict: bool = True,
+        weights_only: bool = True,
+        verify: bool = True,
+        storage_options: Any = None,
     ) -> dict[str, Any]:
-        """Loads either kind of checkpoint on any mesh shape (resharding as needed)."""
-        from fabric_core.strategies.fsdp_checkpoint import load_full, load_sharded
+        """Loads either kind of checkpoint on any mesh shape, resharding as needed."""
+        from fabric_core.strategies.fsdp_checkpoint import load_checkpoint
 
-        path = Path(self.broadcast(str(path)))
-        if path.is_dir():
-            return load_sharded(self, path, state, strict)  # type: ignore[arg-type]
-        return load_full(self, path, state, strict, weights_only)  # type: ignore[arg-type]
+        return load_checkpoint(self, path, state, strict, weights_only, verify=verify, storage_options=storage_options)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         shape = "x".join(map(str, self._mesh_shape)) if self._mesh_shape else "unresolved"
