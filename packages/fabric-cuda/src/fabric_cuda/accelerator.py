@@ -8,7 +8,7 @@ import torch
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.accelerator import Accelerator
 from fabric_core.plugins.precision import Precision
-from fabric_core.utilities.device_parser import parse_device_indices
+from fabric_core.plugins.tensors import parse_device_indices
 
 from fabric_cuda import device_count
 
@@ -85,7 +85,7 @@ class CUDAAccelerator(Accelerator):
 
             return CUDAMixedPrecision()
         if precision == "bf16-mixed":
-            from fabric_core.precision.mixed import MixedPrecision
+            from fabric_core.plugins.bases import MixedPrecision
 
             return MixedPrecision("bf16-mixed", torch.bfloat16, "cuda")
         return None

@@ -17,7 +17,7 @@ import warnings
 from typing import Any
 
 import torch
-from fabric_core.precision.mixed import MixedPrecision
+from fabric_core.plugins.bases import MixedPrecision
 from torch.optim import Optimizer
 
 #: Consecutive skipped steps after which training is reported as stalled. Each skip halves the

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from fabric_core.checkpoint.atomic import fsync_dir
+from fabric_core.plugins.checkpointing import fsync_dir
 
 STAGING_SUFFIX = ".fabric-saving"
 BACKUP_SUFFIX = ".fabric-previous"

@@ -11,10 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.checkpoint.atomic import is_remote
-from fabric_core.checkpoint.errors import CheckpointError
-from fabric_core.checkpoint.state import convert_state_for_saving, restore_state
 from fabric_core.errors import MisconfigurationError
+from fabric_core.plugins.checkpointing import CheckpointError, convert_state_for_saving, is_remote, restore_state
 from torch.optim import Optimizer
 
 from fabric_deepspeed.checkpoint_folder import commit_staging, prepare_staging, recover_interrupted_swap, staging_path
@@ -55,9 +53,9 @@ def _classify(strategy: DeepSpeedStrategy, state: dict[str, Any]) -> tuple[str, 
 
 
 def _is_optimizer(value: Any) -> bool:
-    from fabric_core.wrappers.optimizer import _FabricOptimizer
+    from fabric_core.plugins.wrapped import is_fabric_optimizer
 
-    return isinstance(value, (Optimizer, _FabricOptimizer))
+    return isinstance(value, Optimizer) or is_fabric_optimizer(value)
 
 
 def save_deepspeed_checkpoint(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fabric_core.checkpoint.errors import CheckpointError
+from fabric_core.plugins.checkpointing import CheckpointError
 
 from fabric_deepspeed.checkpointing import META_KEY
 
@@ -26,7 +26,7 @@ def convert_zero_checkpoint_to_fp32_state_dict(
     """
     import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    from fabric_core.checkpoint.torch_io import TorchCheckpointIO
+    from fabric_core.plugins.bases import TorchCheckpointIO
 
     from fabric_deepspeed.safe_loading import allowed_globals
 

@@ -38,21 +38,18 @@ class EngineRegistry:
 
     def find_for_module(self, obj: Any) -> Any | None:
         """The engine behind ``obj``: a module returned by ``fabric.setup``, the engine, or the user's module."""
-        from fabric_core.wrappers.module import _FabricModule, unwrap_compiled
+        from fabric_core.plugins.wrapped import strategy_module
 
-        obj = unwrap_compiled(obj) if obj is not None else None
-        if isinstance(obj, _FabricModule):
-            obj = unwrap_compiled(obj._forward_module)
+        obj = strategy_module(obj) if obj is not None else None
         for record in self._records:
             if obj is record.engine or obj is getattr(record.engine, "module", None):
                 return record.engine
         return None
 
     def find_for_optimizer(self, optimizer: Any) -> Any | None:
-        from fabric_core.wrappers.optimizer import _FabricOptimizer
+        from fabric_core.plugins.wrapped import inner_optimizer
 
-        if isinstance(optimizer, _FabricOptimizer):
-            optimizer = optimizer.optimizer
+        optimizer = inner_optimizer(optimizer)
         for record in self._records:
             if record.optimizer is None:
                 continue

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.precision import Precision, default_dtype
-from fabric_core.utilities.apply_func import convert_floating
+from fabric_core.plugins.tensors import convert_floating
 from torch.nn import Module
 
 from fabric_deepspeed.config import section_enabled

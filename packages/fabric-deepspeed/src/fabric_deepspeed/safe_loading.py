@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fabric_core.checkpoint.errors import CheckpointError
+from fabric_core.plugins.checkpointing import CheckpointError
 
 # Data-only classes found in DeepSpeed 0.19 checkpoints (optimizer shards): a loss-scaler record, the
 # ZeRO stage enum and the fragment-address named tuple.

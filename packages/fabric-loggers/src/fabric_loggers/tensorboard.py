@@ -158,8 +158,8 @@ class TensorBoardLogger(RunLogger):
 
         Without either it warns and records nothing, as Lightning does.
         """
-        from fabric_core.utilities.apply_func import move_to_device
-        from fabric_core.wrappers.module import unwrap_module
+        from fabric_core.plugins.tensors import move_to_device
+        from fabric_core.plugins.wrapped import unwrap_module
         from torch.nn.parallel import DistributedDataParallel
 
         module = unwrap_module(model)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.accelerator import Accelerator
-from fabric_core.utilities.device_parser import parse_device_indices
+from fabric_core.plugins.tensors import parse_device_indices
 
 from fabric_xla import probe
 

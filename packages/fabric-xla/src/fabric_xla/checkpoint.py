@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fabric_core.utilities.apply_func import apply_to_tensors
+from fabric_core.plugins.tensors import apply_to_tensors
 from torch import Tensor
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fabric_core.checkpoint.errors import CheckpointError
+from fabric_core.plugins.checkpointing import CheckpointError
 
 
 def _is_optimizer_state(value: Any) -> bool:
@@ -21,7 +21,7 @@ def consolidate_checkpoint(folder: str | Path, output: str | Path, weights_only:
     Runs on the host (no XLA device needed) and returns what it wrote.
     """
     import fsspec
-    from fabric_core.checkpoint.torch_io import TorchCheckpointIO
+    from fabric_core.plugins.bases import TorchCheckpointIO
     from torch_xla.distributed.fsdp import consolidate_sharded_state_dicts
 
     from fabric_xla.strategies.fsdp import SHARD_INFO_KEY, shard_file_name

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
+from fabric_core.plugins.bases import MixedPrecision, TrueDtypePrecision
 from fabric_core.plugins.precision import Precision
-from fabric_core.precision.mixed import MixedPrecision
-from fabric_core.precision.true_dtype import TrueDtypePrecision
 
 
 def xla_precision(name: str) -> Precision | None:

@@ -110,7 +110,7 @@ class XLAStrategyBase(Strategy):
         filter: dict[str, Callable[[str, Any], bool]] | None = None,
     ) -> None:
         """Convert ``state``, copy XLA tensors to the host on every process, write from global rank 0."""
-        from fabric_core.checkpoint.state import convert_state_for_saving
+        from fabric_core.plugins.checkpointing import convert_state_for_saving
 
         from fabric_xla.checkpoint import to_cpu
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.checkpoint.errors import CheckpointError
 from fabric_core.errors import MisconfigurationError
+from fabric_core.plugins.checkpointing import CheckpointError
 from torch import Tensor
 
 from fabric_xla import probe
@@ -161,8 +161,8 @@ class XLAFSDPStrategy(XLAStrategy):
     ) -> None:
         """Every replica writes its shard into the folder ``path`` (modules, optimizers, plain values)."""
         import fsspec
-        from fabric_core.checkpoint.state import convert_state_for_saving
-        from fabric_core.wrappers.module import unwrap_module
+        from fabric_core.plugins.checkpointing import convert_state_for_saving
+        from fabric_core.plugins.wrapped import unwrap_module
         from torch.nn import Module
 
         from fabric_xla.checkpoint import to_cpu
@@ -190,7 +190,7 @@ class XLAFSDPStrategy(XLAStrategy):
     ) -> dict[str, Any]:
         """Restore this replica's shard from the folder ``path`` written with the same number of replicas."""
         import fsspec
-        from fabric_core.checkpoint.state import restore_state
+        from fabric_core.plugins.checkpointing import restore_state
 
         fs, root = fsspec.core.url_to_fs(str(path))
         if not fs.isdir(root):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from fabric_core.errors import MisconfigurationError
-from fabric_core.utilities.apply_func import apply_to_tensors, move_to_device
+from fabric_core.plugins.tensors import apply_to_tensors, move_to_device
 from torch import Tensor
 
 from fabric_xla import probe
