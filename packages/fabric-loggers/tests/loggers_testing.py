@@ -79,3 +79,72 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting for {what} after {timeout} s")
         time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------- trackers
+def read_wandb_run_file(path: str) -> list[Any]:
+    """Every record of a W&B run file (``run-<id>.wandb``), decoded with W&B's own protobuf ``Record``.
+
+    The file is W&B's transaction log: a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then LevelDB
+    log framing (32 KiB blocks; each chunk: crc32, 2-byte length, 1-byte type FULL/FIRST/MIDDLE/LAST).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    block = 32768
+    with open(path, "rb") as handle:
+        data = handle.read()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    records, pending, position = [], b"", 7
+    while position + 7 <= len(data):
+        left_in_block = block - position % block
+        if left_in_block < 7:  # too small for a chunk header: zero padding
+            position += left_in_block
+            continue
+        length = int.from_bytes(data[position + 4 : position + 6], "little")
+        kind = data[position + 6]
+        if kind == 0 and length == 0:
+            break  # preallocated zeros at the end of a file that was not closed
+        payload = data[position + 7 : position + 7 + length]
+        if len(payload) < length:
+            break  # the last chunk of a killed writer
+        position += 7 + length
+        pending += payload
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+        elif kind == 2:  # FIRST
+            pending = payload
+    return records
+
+
+def wandb_offline_run(save_dir: str, run_id: str) -> dict[str, Any]:
+    """What an offline W&B run recorded: ``history`` [(step, {key: value})], ``config``, ``exit_code``, ``runs``."""
+    import glob
+    import json
+
+    found: dict[str, Any] = {"history": [], "config": {}, "exit_code": None, "runs": 0}
+    for path in sorted(glob.glob(os.path.join(save_dir, "wandb", f"*-{run_id}", f"run-{run_id}.wandb"))):
+        for record in read_wandb_run_file(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                found["runs"] += 1
+                for item in record.run.config.update:
+                    found["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            elif kind == "history":
+                values = {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
+                }
+                found["history"].append((record.history.step.num, values))
+            elif kind == "config":
+                for item in record.config.update:
+                    found["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            elif kind == "exit":
+                found["exit_code"] = record.exit.exit_code
+    return found
+
+
+def user_metrics(values: dict[str, Any]) -> dict[str, Any]:
+    """A W&B history row without the keys W&B adds itself (``_step``, ``_runtime``, ``_timestamp``)."""
+    return {key: value for key, value in values.items() if not key.startswith("_")}

@@ -114,9 +114,9 @@ class TrackerLogger(Logger):
         if not self.is_writer:
             return
         prepared = prepare_metrics(metrics, self._prefix)
+        self._ensure_started()  # a resumed run tells where its steps stopped
         step = self._next_step if step is None else check_step(step)
         self._next_step = step + 1
-        self._ensure_started()
         self._write_metrics(prepared, step)
 
     def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
