@@ -193,14 +193,15 @@ class Fabric:
             raise RuntimeError("fabric.launch() was already called; call it once, at the start of your script.")
         if function is not None:
             _check_launch_function(self, function, args, kwargs)
-        self._launched = True
         launcher = None if self._strategy.cluster_environment.creates_processes_externally else self._strategy.launcher
+        if function is None and launcher is not None and not launcher.continues_in_caller:
+            raise _LaunchNeedsFunctionError(
+                f"To spawn processes with strategy {self._strategy.name!r}, `.launch()` needs to be called with a "
+                "function that contains the code to run in them: the strategy starts new processes and needs the "
+                "function to run in them, as in fabric.launch(train) where train(fabric, ...) is your training function."
+            )
+        self._launched = True
         if function is None:
-            if launcher is not None and not launcher.continues_in_caller:
-                raise MisconfigurationError(
-                    f"strategy {self._strategy.name!r} starts new processes and needs the function to run in them: "
-                    "fabric.launch(train) where train(fabric, ...) is your training function."
-                )
             if launcher is not None:
                 launcher.launch(lambda: None)
             self._setup_environment()
@@ -516,7 +517,15 @@ class Fabric:
         return stack
 
     def sharded_model(self) -> AbstractContextManager:
-        """Shard parameters as layers are created (the reference page's name for ``init_module``)."""
+        """Shard parameters as layers are created (the reference page's name for ``init_module``).
+
+        Deprecated as in Lightning: it still works, with a ``DeprecationWarning`` pointing to ``init_module``.
+        """
+        from fabric_core.utilities.rank_zero import rank_zero_deprecation
+
+        rank_zero_deprecation(
+            "`Fabric.sharded_model()` is deprecated in favor of `Fabric.init_module()`.", stacklevel=4
+        )
         return self.init_module()
 
     # ----------------------------------------------------------------- checkpoints
@@ -692,6 +701,23 @@ class Fabric:
 
         yield split_items(items, self.world_size, self.global_rank, apply_padding=apply_padding)
 
+    def profile(
+        self,
+        schedule: Mapping[str, int] | Callable[[int], Any] | None = None,
+        output_dir: str | Path | None = None,
+        **profiler_kwargs: Any,
+    ) -> AbstractContextManager[Any]:
+        """Profile the enclosed code with ``torch.profiler``; yields the profiler (call ``prof.step()``).
+
+        ``schedule``: ``{"wait": 1, "warmup": 1, "active": 3}`` or a ``torch.profiler.schedule``;
+        without one the whole block is one trace. Each rank writes ``rank<N>.<time>.pt.trace.json``
+        (Chrome/TensorBoard format) to ``output_dir``, else the first logger's folder, else
+        ``./fabric_profiles``. Other keyword arguments go to ``torch.profiler.profile``.
+        """
+        from fabric_core.utilities.profiling import profile
+
+        return profile(self, schedule=schedule, output_dir=output_dir, **profiler_kwargs)
+
     def progress(
         self,
         iterable: Iterable[Any],
@@ -732,12 +758,16 @@ def _call_bound(fabric: Fabric, run_method: Callable[..., Any], *args: Any, **kw
     return run_method(*args, **kwargs)
 
 
+class _LaunchNeedsFunctionError(MisconfigurationError, TypeError):
+    """``launch()`` without a function under a strategy that spawns processes (a TypeError, as in Lightning)."""
+
+
 def _check_launch_function(fabric: Fabric, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Refuse, before any process starts, a function that cannot be called as ``function(fabric, *args, **kwargs)``."""
     if not callable(function):
         raise TypeError(
-            f"fabric.launch expects a function (or nothing), got {function!r}. "
-            "HINT: write fabric.launch(train) instead of fabric.launch(train())."
+            f"`Fabric.launch(...)` needs to be a callable, but got {function!r}: fabric.launch expects a function (or "
+            "nothing). HINT: write fabric.launch(train) instead of fabric.launch(train())."
         )
     try:
         signature = inspect.signature(function)
