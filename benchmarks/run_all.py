@@ -24,6 +24,7 @@ BENCHMARKS = {
     "step_gpu": "bench_step_gpu.py",
     "ddp_startup": "bench_ddp_startup.py",
     "checkpoint": "bench_checkpoint.py",
+    "model_parallel": "bench_model_parallel.py",
 }
 
 
