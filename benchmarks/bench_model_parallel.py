@@ -37,10 +37,9 @@ def worker(rounds: int, steps: int) -> None:
     sys.path.insert(0, str(EXAMPLES))
     sys.path.insert(0, str(HERE))
     from common import Samples, rotated
-    from model_parallel_transformer import Config, Transformer, global_batch, load_text, parallelize
-
     from fabric_core import Fabric
     from fabric_core.strategies import ModelParallelStrategy
+    from model_parallel_transformer import Config, Transformer, global_batch, load_text, parallelize
 
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module")
     torch.set_num_threads(1)

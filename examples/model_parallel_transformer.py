@@ -16,6 +16,7 @@ import argparse
 import math
 import textwrap
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +198,8 @@ def main() -> float:
     parser.add_argument("--devices", default="auto")
     parser.add_argument("--checkpoint", default=None, help="save the final state here (a folder of shards)")
     args = parser.parse_args()
+    # FSDP2 warns that the root returns a view (the gathered logits); this loop never modifies it in place.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
 
     if args.replicate > 1:
         strategy = ModelParallelStrategy(
