@@ -295,13 +295,7 @@ def _record_offset(data: bytes, suffix: str) -> tuple[int, int]:
     return info.header_offset + 30 + name_length + extra_length, info.file_size
 
 
-_NO_CHECKSUM = (
-    "core bug: torch's zip reader does not verify the CRC32 of records, and TorchCheckpointIO.load_checkpoint does "
-    "not either: a flipped byte in tensor data (or in data.pkl) loads silently as different values"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_NO_CHECKSUM)
+# torch's zip reader does not verify the CRC32 of records; the checksum fabric writes into every file does.
 def test_flipped_byte_in_tensor_data_is_detected(tmp_path, valid_bytes):
     start, size = _record_offset(valid_bytes, "data/0")
     damaged = bytearray(valid_bytes)
@@ -311,7 +305,6 @@ def test_flipped_byte_in_tensor_data_is_detected(tmp_path, valid_bytes):
     _assert_refused(path)
 
 
-@pytest.mark.xfail(strict=True, reason=_NO_CHECKSUM)
 @settings(
     max_examples=400,
     derandomize=True,  # the same examples every run, so that the outcome is stable

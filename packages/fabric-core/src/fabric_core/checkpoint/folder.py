@@ -106,6 +106,7 @@ def commit(save: FolderSave, manifest: Manifest) -> None:
 
 def remove_leftovers(fs: AbstractFileSystem, base: str, keep: str) -> None:
     """Delete subfolders of interrupted or superseded saves (everything ``v-*`` but ``keep``)."""
+    fs.invalidate_cache(base)
     for entry in fs.ls(base, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith(VERSION_PREFIX) and name != keep:
@@ -135,6 +136,7 @@ def is_folder(path: str | Path, storage_options: dict[str, Any] | None = None) -
     check_location(path)
     if is_remote(path):
         fs, base = filesystem(path, storage_options)
+        fs.invalidate_cache(base)
         return fs.isdir(base)
     target = local_path(path)
     recover_previous(target)
@@ -154,6 +156,7 @@ def open_folder(
     fs: AbstractFileSystem | None = None
     if is_remote(location):
         fs, base = filesystem(location, storage_options)
+        fs.invalidate_cache(base)  # another process may have saved since this one last listed it
     else:
         base = str(local_path(location))
         recover_previous(Path(base))

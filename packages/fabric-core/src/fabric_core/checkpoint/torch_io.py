@@ -68,6 +68,7 @@ class TorchCheckpointIO(CheckpointIO):
         import tempfile
 
         fs, remote = filesystem(path, storage_options)
+        fs.invalidate_cache(remote)
         if not fs.exists(remote):
             raise CheckpointError(f"Checkpoint {str(path)!r} does not exist.")
         if fs.isdir(remote):
