@@ -119,13 +119,35 @@ def read_wandb_run_file(path: str) -> list[Any]:
     return records
 
 
-def wandb_offline_run(save_dir: str, run_id: str) -> dict[str, Any]:
-    """What an offline W&B run recorded: ``history`` [(step, {key: value})], ``config``, ``exit_code``, ``runs``."""
+def wandb_offline_run(save_dir: str, run_id: str, finished: bool = True) -> dict[str, Any]:
+    """What an offline W&B run recorded: ``history`` [(step, {key: value})], ``config``, ``exit_code``, ``runs``.
+
+    W&B's service process writes the file after ``finish()`` returns: with ``finished`` wait (at most a
+    minute) until every run segment of ``run_id`` ends with its exit record.
+    """
+    if finished:
+        wait_for(lambda: _wandb_segments_finished(save_dir, run_id), 120, f"W&B's exit record of run {run_id}")
+    return _read_wandb_offline_run(save_dir, run_id)
+
+
+def _wandb_run_files(save_dir: str, run_id: str) -> list[str]:
     import glob
+
+    return sorted(glob.glob(os.path.join(save_dir, "wandb", f"*-run-*-{run_id}", f"run-{run_id}.wandb")))
+
+
+def _wandb_segments_finished(save_dir: str, run_id: str) -> bool:
+    paths = _wandb_run_files(save_dir, run_id)
+    return bool(paths) and all(
+        any(record.WhichOneof("record_type") == "exit" for record in read_wandb_run_file(path)) for path in paths
+    )
+
+
+def _read_wandb_offline_run(save_dir: str, run_id: str) -> dict[str, Any]:
     import json
 
     found: dict[str, Any] = {"history": [], "config": {}, "exit_code": None, "runs": 0}
-    for path in sorted(glob.glob(os.path.join(save_dir, "wandb", f"*-{run_id}", f"run-{run_id}.wandb"))):
+    for path in _wandb_run_files(save_dir, run_id):
         for record in read_wandb_run_file(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
