@@ -29,8 +29,22 @@ def test_a_function_that_cannot_take_the_given_arguments_is_refused():
 
 
 def test_a_call_result_instead_of_a_function_gets_the_hint():
-    with pytest.raises(TypeError, match=r"fabric.launch\(train\) instead of fabric.launch\(train\(\)\)"):
-        Fabric(accelerator="cpu").launch(None or 5)
+    with pytest.raises(TypeError, match=r"needs to be a callable.*fabric.launch\(train\) instead of fabric.launch\("):
+        Fabric(accelerator="cpu").launch(5)
+
+
+def test_launch_without_a_function_under_a_spawning_strategy_is_a_type_error():
+    fabric = Fabric(accelerator="cpu", strategy="ddp_spawn", devices=2)
+    with pytest.raises(TypeError, match=r"`.launch\(\)` needs to be called with a function"):
+        fabric.launch()
+    assert not fabric._launched  # the corrected call still works afterwards
+
+
+def test_sharded_model_is_deprecated_in_favour_of_init_module():
+    fabric = Fabric(accelerator="cpu")
+    with pytest.warns(DeprecationWarning, match="sharded_model"), fabric.sharded_model():
+        layer = torch.nn.Linear(2, 2)
+    assert layer.weight.device.type == "cpu"
 
 
 def test_functions_that_fit_run():

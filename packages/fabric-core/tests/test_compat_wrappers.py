@@ -123,6 +123,22 @@ def test_without_a_wrapper_methods_are_the_modules_own():
     assert fmodel.training_step == model.training_step
 
 
+def test_mark_forward_method_errors_as_in_lightning():
+    model = StepModel()
+    model.attribute = 1
+    fmodel = Fabric(accelerator="cpu").setup(model)
+    with pytest.raises(ValueError, match="You cannot mark the forward method itself"):
+        fmodel.mark_forward_method("forward")
+    with pytest.raises(AttributeError, match="`StepModel.missing` does not exist or is not a method."):
+        fmodel.mark_forward_method("missing")
+    with pytest.raises(AttributeError, match="`StepModel.attribute` does not exist or is not a method."):
+        fmodel.mark_forward_method("attribute")
+    with pytest.raises(TypeError, match="Expected a method or a string"):
+        fmodel.mark_forward_method(lambda x: x)
+    fmodel.mark_forward_method(model.helper)  # the bound method itself is accepted
+    assert "helper" in fmodel._forward_methods
+
+
 # ------------------------------------------------------------------------------------- step methods
 
 
@@ -184,6 +200,11 @@ def test_set_epoch_is_called_once_per_epoch(batch_sampler):
         for _ in wrapped:
             pass
         assert spy.call_args_list == [mock.call(0), mock.call(1)]
+
+
+def test_a_dataloader_wrapper_built_without_a_strategy_still_moves_batches():
+    loader = _FabricDataLoader(DataLoader(TensorDataset(torch.arange(4)), batch_size=2), device=torch.device("cpu"))
+    assert [b[0].tolist() for b in loader] == [[0, 1], [2, 3]]
 
 
 # ------------------------------------------------------------------------------ models with hooks

@@ -93,7 +93,7 @@ class Fabric:
 
         self._plain_backward = (
             type(self._strategy).backward is Strategy.backward
-            and self._precision.is_identity
+            and self._precision.plain_backward_and_step
             and not self._strategy.requires_fabric_backward()
         )
         if type(self).run is not Fabric.run:

@@ -85,7 +85,12 @@ class _FabricDataLoader:
         if current_rng is not None:
             torch.set_rng_state(current_rng)
         self.__dict__["_batches_yielded"] = skip
-        move = strategy.batch_to_device if device is not None and source is None else None
+        if device is None or source is not None:
+            move = None
+        elif strategy is not None:
+            move = strategy.batch_to_device
+        else:  # built without a strategy (as Lightning's wrapper can be): plain device placement
+            from fabric_core.utilities.apply_func import move_to_device as move
         state = self.__dict__
         for batch in iterator:
             state["_batches_yielded"] += 1

@@ -109,10 +109,8 @@ class _FabricModule(Module):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Skip nn.Module's call machinery for this transparent wrapper unless hooks were put on it;
         # the user's module still runs through its own __call__ (and global hooks fire there).
-        if self._fast_path and not (
-            self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks or self._backward_hooks
-        ):
-            return self._forward_call(*args, **kwargs)
+        if not (self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks or self._backward_hooks):
+            return self._forward_call(*args, **kwargs) if self._fast_path else self.forward(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -145,19 +143,23 @@ class _FabricModule(Module):
 
     def mark_forward_method(self, method: str | Callable[..., Any]) -> None:
         """Route calls of ``method`` (a ``generate``, a ``training_step``) through the strategy's wrapper."""
-        name = method if isinstance(method, str) else getattr(method, "__name__", None)
-        if not isinstance(name, str) or name == "forward":
-            raise ValueError(f"mark_forward_method expects the name of a method other than 'forward', got {method!r}.")
-        candidate = getattr(self._original_module, name, None)
-        if not callable(candidate) or not inspect.ismethod(candidate):
-            raise AttributeError(f"{type(self._original_module).__name__} has no method {name!r} to mark.")
+        if not isinstance(method, str) and not inspect.ismethod(method):
+            raise TypeError(f"Expected a method or a string, but got: {type(method).__name__}")
+        name = method if isinstance(method, str) else method.__name__
+        if name == "forward":
+            raise ValueError("You cannot mark the forward method itself as a forward method.")
+        if not inspect.ismethod(getattr(self._original_module, name, None)):
+            raise AttributeError(
+                f"You marked {name!r} as a forward method, but `{type(self._original_module).__name__}.{name}` does not "
+                "exist or is not a method."
+            )
         self._forward_methods.add(name)
 
     def _redirect(self, name: str) -> Callable[..., Any]:
         original = self._original_module
         method = getattr(original, name)
 
-        def call_through_wrapper(*args: Any, **kwargs: Any) -> Any:
+        def call_forward_module(*args: Any, **kwargs: Any) -> Any:
             # The strategy's wrapper calls ``original.forward``; for this one call it runs ``method``.
             previous = original.__dict__.get("forward", _MISSING)  # a forward the user assigned
 
@@ -177,7 +179,7 @@ class _FabricModule(Module):
             finally:
                 restore()
 
-        return call_through_wrapper
+        return call_forward_module
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         if self._strategy.wrapper_owns_parameters and not args and not kwargs:
@@ -199,7 +201,8 @@ class _FabricModule(Module):
         state = self.__dict__
         if (
             name in state.get("_forward_methods", ())
-            and state["_forward_call"] is not state["_original_module"]
+            # through the wrapper (DDP, FSDP), or through the precision plugin (autocast, the backward guard)
+            and (state["_forward_call"] is not state["_original_module"] or not state["_fast_path"])
             and inspect.ismethod(getattr(state["_original_module"], name, None))
         ):
             return self._redirect(name)

@@ -35,11 +35,11 @@ class _FabricOptimizer:
         # Fast path: where nothing stands between the user and the optimizer, call it directly.
         from fabric_core.plugins.strategy import Strategy
 
-        if type(strategy).optimizer_zero_grad is Strategy.optimizer_zero_grad:
+        if getattr(type(strategy), "optimizer_zero_grad", None) is Strategy.optimizer_zero_grad:
             self.zero_grad = optimizer.zero_grad  # type: ignore[method-assign]
         if (
-            type(strategy).optimizer_step is Strategy.optimizer_step
-            and strategy.precision.is_identity
+            getattr(type(strategy), "optimizer_step", None) is Strategy.optimizer_step
+            and strategy.precision.plain_backward_and_step
             and not strategy.requires_fabric_backward()
             and not self._callbacks
         ):
