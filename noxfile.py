@@ -310,3 +310,66 @@ def bench(session: nox.Session) -> None:
     peers = ("lightning-fabric", "accelerate") if os.environ.get("FABRIC_BENCH_PEERS") == "1" else ()
     _install(session, extra=("numpy", *peers))
     session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+# command -> Debian package of the `cluster` leg (bsdutils' `script` gives `srun --pty` a terminal)
+CLUSTER_COMMANDS = {
+    "munged": "munge",
+    "slurmctld": "slurmctld",
+    "slurmd": "slurmd",
+    "srun": "slurm-client",
+    "mpirun": "openmpi-bin",
+    "script": "bsdutils",
+}
+
+
+def _missing_cluster_packages() -> list[str]:
+    import shutil
+
+    return sorted({package for command, package in CLUSTER_COMMANDS.items() if shutil.which(command) is None})
+
+
+def _kill_processes_of_run(marker: str) -> None:
+    """SIGKILL every process (daemon, job step, rank) that inherited this run's marker variable."""
+    import signal
+
+    entry_bytes = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if entry_bytes in (entry / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """Real cluster software here: a one-node SLURM cluster (srun, sbatch, requeue), Open MPI mpirun, 2 loopback nodes.
+
+    As root it installs SLURM 22.05, munge and Open MPI with apt-get; otherwise, without them, it skips
+    (fails under FABRIC_REQUIRE_HARDWARE=1). Every daemon and job it starts is stopped when it ends.
+    """
+    import shutil
+    import uuid
+
+    missing = _missing_cluster_packages()
+    if missing and sys.platform == "linux" and os.geteuid() == 0 and shutil.which("apt-get"):
+        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=apt_env)
+        session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=apt_env)
+        missing = _missing_cluster_packages()
+    if missing or sys.platform != "linux" or os.geteuid() != 0:
+        why = (
+            f"SLURM, munge and Open MPI ({', '.join(missing)} missing; as root on Debian/Ubuntu this leg installs them)"
+            if missing
+            else "root rights (the test cluster runs slurmd and munged as root)"
+        )
+        _require_or_skip(session, False, why)
+    _install(session, extra=("numpy", "scikit-learn"))
+    marker = f"FABRIC_CLUSTER_RUN={uuid.uuid4().hex}"
+    session.env.update({"FABRIC_CLUSTER_LEG": "1", marker.split("=")[0]: marker.split("=")[1]})
+    try:
+        _pytest(session, "integration_tests/cluster")
+    finally:
+        _kill_processes_of_run(marker)  # anything a killed pytest could not stop itself
