@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT = r"""
-import json, os, sys, traceback
+import json, os, sys, traceback, warnings
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -112,7 +112,11 @@ def gathering():
                 correct += int((g["pair"][0] == g["pair"][1]).sum())
             exact = int((((ids * 2) % 3) == labels).sum())
             result[f"{name}_{length}"] = {"seen": seen, "correct": correct, "exact": exact}
-    result["uneven"] = fabric.gather_for_metrics(torch.arange(rank + 1)).tolist()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result["uneven"] = fabric.gather_for_metrics(torch.arange(rank + 1)).tolist()
+        fabric.gather_for_metrics(torch.arange(2))
+    result["warnings"] = [str(w.message) for w in caught if "dataloader=" in str(w.message)]
     result["scalar"] = fabric.gather_for_metrics(torch.tensor(float(rank))).tolist()
     result["number"] = fabric.gather_for_metrics(rank * 10).tolist()
     return result

@@ -94,3 +94,13 @@ def test_without_tqdm_a_terminal_gets_lines_and_bar_mode_says_what_to_install(
 def test_bad_arguments_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         progress_bar(range(3), **kwargs)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(900)
+def test_only_rank_zero_wraps_the_iterable() -> None:
+    from convenience_jobs import job, part
+
+    results = job("ddp", 2)
+    assert part(results, 0, "progress") == {"same_object": False, "items": [1, 2, 3]}
+    assert part(results, 1, "progress") == {"same_object": True, "items": [1, 2, 3]}
