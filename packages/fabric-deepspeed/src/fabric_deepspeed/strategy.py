@@ -160,8 +160,11 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
 
     # --------------------------------------------------------------- lifecycle
     def setup_environment(self) -> None:
+        from fabric_deepspeed.extension_locks import watch_extension_locks
+
         self._export_environment()
-        super().setup_environment()
+        with watch_extension_locks():  # DeepSpeed may compile ops from here on; a dead builder's lock is cleared
+            super().setup_environment()
         import deepspeed
         from deepspeed.accelerator import get_accelerator
 
@@ -234,10 +237,13 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
     def _initialize_engine(self, module: Module, optimizer: Optimizer | None, scheduler: Any) -> Any:
         import deepspeed
 
+        from fabric_deepspeed.extension_locks import watch_extension_locks
+
         config = copy.deepcopy(self.config)
-        engine, _, _, _ = deepspeed.initialize(
-            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False
-        )
+        with watch_extension_locks():
+            engine, _, _, _ = deepspeed.initialize(
+                model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False
+            )
         view = engine_optimizer_view(optimizer, engine) if optimizer is not None else None
         self._engines.add(engine, view, optimizer, scheduler)
         return engine

@@ -11,6 +11,8 @@ byte before the comment.
 
 from __future__ import annotations
 
+import io
+import os
 from typing import IO, TYPE_CHECKING, Any
 
 from fabric_core.checkpoint.errors import CheckpointError
@@ -147,12 +149,23 @@ def hash_stream(handle: IO[bytes], limit: int | None = None) -> str:
     return hasher.hexdigest()
 
 
+def hash_mapped(handle: IO[bytes], limit: int) -> str:
+    """Hex digest of the first ``limit`` bytes of a local file, hashed straight from the page cache (no copy)."""
+    import mmap
+
+    hasher = new_hasher()
+    if limit:
+        with mmap.mmap(handle.fileno(), limit, access=mmap.ACCESS_READ) as mapped:
+            hasher.update(mapped)
+    return hasher.hexdigest()
+
+
 def hash_file(fs: AbstractFileSystem | None, path: str) -> tuple[int, str]:
     """(size, hex digest) of a whole file, local (``fs=None``) or on ``fs``."""
     if fs is None:
         with open(path, "rb", buffering=0) as handle:
-            digest = hash_stream(handle)
-            return handle.tell(), digest
+            size = os.fstat(handle.fileno()).st_size
+            return size, hash_mapped(handle, size)
     with fs.open(path, "rb", block_size=CHUNK) as handle:
         digest = hash_stream(handle)
         return handle.tell(), digest
@@ -175,7 +188,10 @@ def verify_single_file(handle: IO[bytes], size: int, name: str) -> bool:
     expected = read_trailer(handle, size)
     if expected is None:
         return False
-    actual = hash_stream(handle, size - TRAILER_SIZE)
+    try:
+        actual = hash_mapped(handle, size - TRAILER_SIZE)
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a local file: stream it
+        actual = hash_stream(handle, size - TRAILER_SIZE)
     handle.seek(0)
     if actual != expected:
         raise CheckpointError(
