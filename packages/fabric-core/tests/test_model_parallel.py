@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(900)]
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 TIMEOUT = 900  # 4 processes on 2 loaded cores
@@ -71,7 +71,7 @@ def train(fabric, model, optimizer, data):
     dp = fabric.strategy.device_mesh["data_parallel"]
     losses, norms = [], []
     for step in range(STEPS):
-        x, y = (local_slice(t, fabric) for t in global_batch(data, step, BATCH, CONFIG.seq_len))
+        x, y = (fabric.to_device(local_slice(t, fabric)) for t in global_batch(data, step, BATCH, CONFIG.seq_len))
         loss = F.cross_entropy(model(x).reshape(-1, CONFIG.vocab_size), y.reshape(-1))
         optimizer.zero_grad()
         fabric.backward(loss)
@@ -119,11 +119,11 @@ def no_backward_sync(fabric, model, optimizer, data, ref, result):
     loss_fn = lambda m, x, y: F.cross_entropy(m(x).reshape(-1, CONFIG.vocab_size), y.reshape(-1))
     optimizer.zero_grad()
     with fabric.no_backward_sync(model):
-        fabric.backward(loss_fn(model, local_slice(x1, fabric), local_slice(y1, fabric)))
+        fabric.backward(loss_fn(model, *fabric.to_device((local_slice(x1, fabric), local_slice(y1, fabric)))))
     probe = model.module.layers[0].attention.wq.weight
     result["grad_inside_no_sync"] = probe.grad is not None
-    fabric.backward(loss_fn(model, local_slice(x2, fabric), local_slice(y2, fabric)))
-    grad = probe.grad.full_tensor()
+    fabric.backward(loss_fn(model, *fabric.to_device((local_slice(x2, fabric), local_slice(y2, fabric)))))
+    grad = probe.grad.full_tensor().cpu()
     if fabric.global_rank == 0:
         ref.zero_grad()
         (loss_fn(ref, x1, y1) + loss_fn(ref, x2, y2)).backward()
@@ -133,7 +133,7 @@ def no_backward_sync(fabric, model, optimizer, data, ref, result):
 
 def collectives(fabric, result):
     mesh = fabric.strategy.device_mesh
-    rank = torch.tensor([fabric.global_rank])
+    rank = fabric.to_device(torch.tensor([fabric.global_rank]))
     result["dp_gather"] = fabric.all_gather(rank, group=mesh["data_parallel"]).flatten().tolist()
     result["dp_sum"] = fabric.all_reduce(rank.float(), group=mesh["data_parallel"].get_group(), reduce_op="sum").item()
     result["tp_gather"] = fabric.all_gather(rank, group=mesh["tensor_parallel"]).flatten().tolist()
@@ -153,7 +153,7 @@ def meta_init(fabric, result):
     local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in params)
     result["local_fraction"] = local / full
     x, _ = global_batch(load_text(), 0, 2, CONFIG.seq_len)
-    result["meta_model_finite"] = bool(torch.isfinite(model(x)).all())
+    result["meta_model_finite"] = bool(torch.isfinite(model(fabric.to_device(x))).all())
 
 
 def fresh(fabric, seed=123):
@@ -202,22 +202,22 @@ def main(fabric, task, folder):
 
 
 if __name__ == "__main__":
-    task, folder, devices, shape = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    task, folder, devices, shape, accelerator = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     sizes = [int(s) for s in shape.split("x")]
     if len(sizes) == 3:
         strategy = ModelParallelStrategy(parallelize, mesh=MeshConfig(*sizes), start_method="spawn")
     else:
         strategy = ModelParallelStrategy(parallelize, *sizes, start_method="spawn")
-    fabric = Fabric(accelerator="cpu", strategy=strategy, devices=devices)
+    fabric = Fabric(accelerator=accelerator, strategy=strategy, devices=devices)
     print("RESULT", json.dumps(fabric.launch(main, task, folder)))
 """
 
 
-def _launch(tmp_path: Path, task: str, folder: Path, devices: int, shape: str) -> dict:
+def _launch(tmp_path: Path, task: str, folder: Path, devices: int, shape: str, accelerator: str = "cpu") -> dict:
     from conftest import run_script
 
     source = WORKER.replace("sys.path.insert(0, EXAMPLES)", f"sys.path.insert(0, {str(EXAMPLES)!r})")
-    proc = run_script(tmp_path, source, task, str(folder), str(devices), shape, timeout=TIMEOUT)
+    proc = run_script(tmp_path, source, task, str(folder), str(devices), shape, accelerator, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-6000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line.split(" ", 1)[1])
@@ -347,3 +347,17 @@ def _digest(tree: object) -> str:
 
     walk("", tree)
     return h.hexdigest()
+
+
+@pytest.mark.cuda
+@pytest.mark.cuda2
+def test_on_two_gpus_tensor_parallel_matches_and_reshards(tmp_path: Path) -> None:
+    """The same on 2 GPUs over NCCL: TP on 1 x 2 against one CPU process, saved, reloaded as FSDP2 on 2 x 1."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    saved = _launch(tmp_path, "train+save+nosync+meta", folder, 2, "1x2", accelerator="cuda")
+    assert saved["mesh"] == {"data_parallel": 1, "tensor_parallel": 2}
+    _assert_matches_single_process(saved)
+    assert saved["meta_before"] is True and saved["meta_after"] is False and saved["meta_model_finite"] is True
+    result = _launch(tmp_path, "load", folder, 2, "2x1", accelerator="cuda")
+    _assert_resharded(result, saved)
