@@ -20,6 +20,7 @@ from fabric_core.plugins.environment import ClusterEnvironment
 from fabric_core.plugins.precision import Precision
 from fabric_core.plugins.strategy import Strategy
 from fabric_core.precision.names import normalise_precision
+from fabric_core.utilities.interactive import interactive_session
 
 #: Variables ``fabric run`` sets for the options the user gave on the command line.
 CLI_ENV = {
@@ -155,6 +156,8 @@ def _make_strategy(strategy: Any, accelerator: Accelerator, num_processes: int) 
         return strategy
     if strategy is None or strategy == "auto":
         strategy = accelerator.auto_strategy(num_processes)
+        if strategy == "ddp" and interactive_session():
+            strategy = "ddp_notebook"  # as Lightning: a notebook or REPL cannot re-run itself, so fork
     if not isinstance(strategy, str):
         raise MisconfigurationError(
             f"strategy must be a name or a Strategy instance, got {type(strategy).__name__}. "
@@ -167,6 +170,21 @@ def _make_strategy(strategy: Any, accelerator: Accelerator, num_processes: int) 
             f"The plugin registered as strategy {strategy!r} did not produce a Strategy (got {made!r})."
         )
     return made
+
+
+def _claim(strategy: Strategy) -> None:
+    """A strategy object serves one Fabric: it holds that Fabric's devices, precision and process group.
+
+    Sharing one between two Fabrics would make the second silently rewire the first (its precision,
+    its devices), so a second use is refused. The strategy a user passes is otherwise used as is,
+    so ``fabric.strategy is strategy`` holds as in Lightning.
+    """
+    if getattr(strategy, "_fabric_plan_resolved", False):
+        raise MisconfigurationError(
+            f"This {type(strategy).__name__} object was already given to another Fabric; a strategy holds the devices, "
+            "precision and process group of the Fabric it serves. Create a new strategy object for each Fabric."
+        )
+    strategy._fabric_plan_resolved = True  # type: ignore[attr-defined]
 
 
 def resolve_plan(
@@ -233,6 +251,7 @@ def resolve_plan(
         )
 
     environment.validate_settings(num_devices=len(device_indices), num_nodes=num_nodes)
+    _claim(strategy_obj)
     strategy_obj.accelerator = accelerator_obj
     strategy_obj.precision = precision_plugin
     strategy_obj.cluster_environment = environment
@@ -240,5 +259,13 @@ def resolve_plan(
     strategy_obj.num_nodes = num_nodes
     if checkpoint_io is not None:
         strategy_obj.checkpoint_io = checkpoint_io
+    strategy_obj.validate()
     strategy_obj.configure_launcher()
+    launcher = strategy_obj.launcher
+    if launcher is not None and not launcher.is_interactive_compatible and interactive_session():
+        raise MisconfigurationError(
+            f"strategy={strategy_obj.name!r} re-runs the script for the other processes, which an interactive session "
+            "(notebook, REPL) does not have. Run your code as a script, or use strategy='ddp_notebook' (forked "
+            "processes)."
+        )
     return Plan(accelerator_obj, strategy_obj, precision_plugin, environment, device_indices, num_nodes)

@@ -23,6 +23,11 @@ def deepspeed_stage_1() -> Strategy:
     return _named("deepspeed_stage_1", stage=1)
 
 
+def deepspeed_stage_1_offload() -> Strategy:
+    """Stage 1 with optimizer states and the optimizer step on the CPU."""
+    return _named("deepspeed_stage_1_offload", stage=1, offload_optimizer=True)
+
+
 def deepspeed_stage_2() -> Strategy:
     """Optimizer states and gradients sharded."""
     return _named("deepspeed_stage_2", stage=2)
@@ -41,3 +46,18 @@ def deepspeed_stage_3() -> Strategy:
 def deepspeed_stage_3_offload() -> Strategy:
     """Stage 3 with parameters and optimizer states kept on the CPU."""
     return _named("deepspeed_stage_3_offload", stage=3, offload_optimizer=True, offload_parameters=True)
+
+
+def deepspeed_stage_3_offload_nvme() -> Strategy:
+    """Stage 3 with parameters and optimizer states offloaded to NVMe under ``/local_nvme`` (Lightning's default).
+
+    For another folder use ``DeepSpeedStrategy(stage=3, offload_optimizer="nvme", offload_parameters="nvme",
+    nvme_path=...)``. DeepSpeed's asynchronous I/O op (libaio) must be available.
+    """
+    return _named(
+        "deepspeed_stage_3_offload_nvme",
+        stage=3,
+        offload_optimizer="nvme",
+        offload_parameters="nvme",
+        nvme_path="/local_nvme",
+    )

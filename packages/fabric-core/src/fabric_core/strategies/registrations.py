@@ -57,3 +57,33 @@ def fsdp() -> Strategy:
     from fabric_core.strategies.fsdp import FSDPStrategy
 
     return FSDPStrategy()
+
+
+def fsdp_cpu_offload() -> Strategy:
+    """FSDP with sharded parameters, gradients and the optimizer step kept in CPU memory."""
+    from fabric_core.strategies.fsdp import FSDPStrategy
+
+    strategy = FSDPStrategy(cpu_offload=True)
+    strategy.name = "fsdp_cpu_offload"  # type: ignore[misc]
+    return strategy
+
+
+def dp() -> Strategy:
+    """Lightning's ``dp`` (``torch.nn.DataParallel``): runs as ``ddp``, one process per device.
+
+    On CPUs Lightning does the same; on GPUs fabric has no single-process DataParallel, which torch
+    itself advises against in favour of DistributedDataParallel.
+    """
+    from fabric_core.strategies.ddp import DDPStrategy
+    from fabric_core.utilities.interactive import interactive_session
+    from fabric_core.utilities.rank_zero import rank_zero_warn
+
+    rank_zero_warn(
+        "strategy='dp' is not supported on CPUs, and fabric has no single-process DataParallel on GPUs either; "
+        "hence setting strategy='ddp' (one process per device, gradients all-reduced), which torch recommends "
+        "over DataParallel. Pass strategy='ddp' to silence this warning, or 'ddp_notebook' in a notebook.",
+        stacklevel=2,
+    )
+    if interactive_session():
+        return ddp_notebook()
+    return DDPStrategy(start_method="popen")
