@@ -33,6 +33,14 @@ def test_a_call_result_instead_of_a_function_gets_the_hint():
         Fabric(accelerator="cpu").launch(5)
 
 
+def test_the_result_of_calling_the_function_is_refused_even_when_it_is_none():
+    """The slip ``fabric.launch(train(fabric))``: train ran already and returned None."""
+    fabric = Fabric(accelerator="cpu")
+    with pytest.raises(TypeError, match="needs to be a callable, but got None"):
+        fabric.launch(None)
+    fabric.launch()  # the plain form still works
+
+
 def test_launch_without_a_function_under_a_spawning_strategy_is_a_type_error():
     fabric = Fabric(accelerator="cpu", strategy="ddp_spawn", devices=2)
     with pytest.raises(TypeError, match=r"`.launch\(\)` needs to be called with a function"):

@@ -297,3 +297,16 @@ def test_same_module_and_optimizer_set_up_again_as_in_lightning():
         fabric.setup_module(second[0])
     with pytest.raises(ValueError, match="An optimizer should be passed only once to the `setup_optimizers`"):
         fabric.setup_optimizers(second[1])
+
+
+def test_setup_dataloaders_and_no_backward_sync_errors_as_in_lightning():
+    fabric = Fabric(accelerator="cpu")
+    with pytest.raises(ValueError, match="`setup_dataloaders` requires at least one dataloader"):
+        fabric.setup_dataloaders()
+    with pytest.raises(TypeError, match="Only PyTorch DataLoader are currently supported"):
+        fabric.setup_dataloaders(range(3))
+    loader = fabric.setup_dataloaders(DataLoader(TensorDataset(torch.arange(2))))
+    with pytest.raises(ValueError, match="A dataloader should be passed only once to the"):
+        fabric.setup_dataloaders(loader)
+    with pytest.raises(TypeError, match="You need to set up the model first"):
+        fabric.no_backward_sync(nn.Linear(1, 1))

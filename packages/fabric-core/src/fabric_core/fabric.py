@@ -46,6 +46,10 @@ _REDUCE_ALIASES = {"avg": "mean"}
 CALLBACKS_GROUP = "fabric_core.callbacks"
 
 
+def _do_nothing(*_: Any) -> None:
+    """The default of ``Fabric.launch``: no function given (an explicit ``None`` is refused)."""
+
+
 class Fabric:
     """Accelerates your PyTorch training or inference code with minimal changes.
 
@@ -182,16 +186,19 @@ class Fabric:
         return received
 
     # ------------------------------------------------------------------- launching
-    def launch(self, function: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+    def launch(self, function: Callable[..., Any] = _do_nothing, *args: Any, **kwargs: Any) -> Any:
         """Start the processes of the job.
 
         ``launch()`` continues in the current process as rank 0 (strategies that re-run the script
         for the other ranks, or jobs started by torchrun/SLURM). ``launch(fn, *args)`` runs
-        ``fn(fabric, *args)`` in every process and returns rank 0's result.
+        ``fn(fabric, *args)`` in every process and returns rank 0's result. Passing anything that is
+        not callable (``None`` included, as in the slip ``fabric.launch(train(fabric))``) is an error.
         """
         if self._launched:
             raise RuntimeError("fabric.launch() was already called; call it once, at the start of your script.")
-        if function is not None:
+        if function is _do_nothing:
+            function = None  # type: ignore[assignment]
+        else:
             _check_launch_function(self, function, args, kwargs)
         launcher = None if self._strategy.cluster_environment.creates_processes_externally else self._strategy.launcher
         if function is None and launcher is not None and not launcher.continues_in_caller:
@@ -319,7 +326,7 @@ class Fabric:
         ``use_distributed_sampler`` is the newer name of ``replace_sampler``.
         """
         if not dataloaders:
-            raise ValueError("setup_dataloaders needs at least one DataLoader.")
+            raise ValueError("`setup_dataloaders` requires at least one dataloader as input.")
         self._ensure_environment()
         replace = replace_sampler if use_distributed_sampler is None else use_distributed_sampler
         from fabric_core.utilities.data import prepare_dataloader
@@ -327,9 +334,14 @@ class Fabric:
         wrapped = []
         for loader in dataloaders:
             if isinstance(loader, _FabricDataLoader):
-                raise ValueError("This dataloader was already set up; pass the original DataLoader only once.")
+                raise ValueError(
+                    "A dataloader should be passed only once to the `setup_dataloaders` method: this one was already "
+                    "set up. Pass the original DataLoader."
+                )
             if not isinstance(loader, DataLoader):
-                raise TypeError(f"setup_dataloaders expects torch DataLoaders, got {type(loader).__name__}.")
+                raise TypeError(
+                    f"Only PyTorch DataLoader are currently supported in `setup_dataloaders`, got {type(loader).__name__}."
+                )
             loader = prepare_dataloader(loader, self._strategy, replace_sampler=replace)
             device = self.device if move_to_device and self.device.type != "cpu" else None
             wrapped.append(_FabricDataLoader(loader, device=device, strategy=self._strategy))
@@ -422,9 +434,13 @@ class Fabric:
         inner_optimizer = optimizer.optimizer if isinstance(optimizer, _FabricOptimizer) else optimizer
         if max_norm is not None:
             return self._strategy.clip_gradients_norm(
-                inner_module, inner_optimizer, max_norm, norm_type, error_if_nonfinite
+                inner_module,
+                inner_optimizer,
+                max_norm=max_norm,
+                norm_type=norm_type,
+                error_if_nonfinite=error_if_nonfinite,
             )
-        self._strategy.clip_gradients_value(inner_module, inner_optimizer, cast(float, clip_val))
+        self._strategy.clip_gradients_value(inner_module, inner_optimizer, clip_val=cast(float, clip_val))
         return None
 
     def autocast(self) -> AbstractContextManager:
@@ -441,7 +457,10 @@ class Fabric:
     def no_backward_sync(self, module: _FabricModule, enabled: bool = True) -> AbstractContextManager:
         """Skip gradient synchronisation for the enclosed forward and backward (gradient accumulation)."""
         if not isinstance(module, _FabricModule):
-            raise TypeError("no_backward_sync expects the module returned by fabric.setup.")
+            raise TypeError(
+                "You need to set up the model first before you can call `fabric.no_backward_sync()`: it expects the "
+                "module returned by fabric.setup."
+            )
         if not enabled:
             return nullcontext()
         if not self._strategy.supports_no_backward_sync:
