@@ -170,3 +170,39 @@ def _read_wandb_offline_run(save_dir: str, run_id: str) -> dict[str, Any]:
 def user_metrics(values: dict[str, Any]) -> dict[str, Any]:
     """A W&B history row without the keys W&B adds itself (``_step``, ``_runtime``, ``_timestamp``)."""
     return {key: value for key, value in values.items() if not key.startswith("_")}
+
+
+def comet_offline_archives(save_dir: str) -> list[dict[str, Any]]:
+    """Each offline Comet archive under ``save_dir``, unpacked with Comet's own ``unzip_offline_archive``:
+    ``experiment`` (experiment.json), ``metrics`` [(step, name, value)], ``params`` and ``others``."""
+    import glob
+    import json
+    import shutil
+
+    from comet_ml.offline import unzip_offline_archive
+
+    archives = []
+    for path in sorted(glob.glob(os.path.join(save_dir, "*.zip")), key=os.path.getmtime):
+        folder = unzip_offline_archive(path)
+        try:
+            with open(os.path.join(folder, "experiment.json"), encoding="utf-8") as handle:
+                found: dict[str, Any] = {"experiment": json.load(handle), "metrics": [], "params": {}, "others": {}}
+            with open(os.path.join(folder, "messages.json"), encoding="utf-8") as handle:
+                for line in handle:
+                    message = json.loads(line)
+                    payload = message["payload"]
+                    if message["type"] == "metric_msg":
+                        metric = payload["metric"]
+                        found["metrics"].append((metric["step"], metric["metricName"], metric["metricValue"]))
+                    elif message["type"] == "parameter_msg" and payload["param"]["source"] == "manual":
+                        found["params"][payload["param"]["paramName"]] = payload["param"]["paramValue"]
+                    elif message["type"] == "log_other":
+                        found["others"][payload["key"]] = payload["value"]
+                    elif message["type"] not in found:
+                        found[message["type"]] = [payload]
+                    else:
+                        found[message["type"]].append(payload)
+        finally:
+            shutil.rmtree(folder)
+        archives.append(found)
+    return archives

@@ -5,9 +5,10 @@ on first use, so ``import fabric_loggers`` stays cheap and imports no tracker li
 """
 
 from fabric_loggers.__about__ import __version__
+from fabric_loggers.comet_logger import CometLogger
 from fabric_loggers.csv_logger import CSVLogger
 from fabric_loggers.mlflow_logger import MLflowLogger
 from fabric_loggers.tensorboard import TensorBoardLogger
 from fabric_loggers.wandb_logger import WandbLogger
 
-__all__ = ["CSVLogger", "MLflowLogger", "TensorBoardLogger", "WandbLogger", "__version__"]
+__all__ = ["CSVLogger", "CometLogger", "MLflowLogger", "TensorBoardLogger", "WandbLogger", "__version__"]

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import weakref
 from abc import abstractmethod
@@ -85,7 +87,9 @@ class TrackerLogger(Logger):
         self._start()
         self._started = True
         self._pid = os.getpid()
-        self._exit_hook = weakref.finalize(self, _end_at_exit, weakref.ref(self), self._pid)
+        # Registered after the tracker library's own exit hooks, so it runs before them (atexit is LIFO).
+        self._exit_hook = functools.partial(_end_at_exit, weakref.ref(self), self._pid)
+        atexit.register(self._exit_hook)
 
     @abstractmethod
     def _start(self) -> None:
@@ -152,7 +156,7 @@ class TrackerLogger(Logger):
         self._end(status)
         self._started = False
         if self._exit_hook is not None:
-            self._exit_hook.detach()
+            atexit.unregister(self._exit_hook)
             self._exit_hook = None
 
     # ---------------------------------------------------------------- pickling

@@ -33,3 +33,9 @@ def wandb() -> Logger:
     from fabric_loggers.wandb_logger import WandbLogger
 
     return WandbLogger()
+
+
+def comet() -> Logger:
+    from fabric_loggers.comet_logger import CometLogger
+
+    return CometLogger()
