@@ -137,8 +137,16 @@ class Strategy(ABC):
         """
         return None
 
+    def validate(self) -> None:
+        """Refuse an impossible configuration with a clear error, before any process is started.
+
+        Called once by plan resolution after ``accelerator``, ``precision``, ``cluster_environment``,
+        ``parallel_devices`` and ``num_nodes`` were filled in, and before ``configure_launcher``.
+        Raise ``fabric_core.errors.MisconfigurationError`` naming the valid choices.
+        """
+
     def configure_launcher(self) -> None:
-        """Choose ``self._launcher`` from the cluster environment (called once by plan resolution)."""
+        """Choose ``self._launcher`` from the cluster environment (called once by plan resolution, after ``validate``)."""
 
     # ---------------------------------------------------------------- lifecycle
     def setup_environment(self) -> None:
