@@ -146,7 +146,7 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         precision.configure(copy.deepcopy(self.config))  # refuses a contradicting config now, before any process starts
         return precision
 
-    def configure_launcher(self) -> None:
+    def validate(self) -> None:
         """Final checks once plan resolution filled in accelerator and precision (still before spawning)."""
         if not isinstance(self.precision, DeepSpeedPrecision):
             raise MisconfigurationError(
@@ -155,6 +155,10 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
             )
         if self.accelerator is not None:
             check_supported(self.precision.name, self.accelerator.name)
+        super().validate()
+
+    def configure_launcher(self) -> None:
+        assert isinstance(self.precision, DeepSpeedPrecision)  # validate() ran first
         self.precision.configure(self.config)
         super().configure_launcher()
 
@@ -360,30 +364,57 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         state: dict[str, Any],
         storage_options: Any = None,
         filter: dict[str, Callable[[str, Any], bool]] | None = None,
-    ) -> None:
-        """A state holding a DeepSpeed model is written as a DeepSpeed checkpoint folder (every rank writes its shard)."""
+        async_: bool = False,
+    ) -> Any:
+        """A state holding a DeepSpeed model is written as a DeepSpeed checkpoint folder (every rank writes its shard).
+
+        ``path`` may be a local folder or an fsspec URL (staged in a local folder, then uploaded).
+        """
         from fabric_deepspeed.checkpointing import save_deepspeed_checkpoint
 
         if self._engines.engines_in_state(state):
-            save_deepspeed_checkpoint(self, Path(path), state, storage_options, filter)
-        else:
-            super().save_checkpoint(path, state, storage_options=storage_options, filter=filter)
+            if async_:
+                raise ValueError(
+                    "async_=True writes single-file checkpoints; DeepSpeed writes its checkpoint folders itself, "
+                    "synchronously. Drop async_ for states that hold a DeepSpeed model."
+                )
+            save_deepspeed_checkpoint(self, path, state, storage_options, filter)
+            return None
+        extra = {"async_": True} if async_ else {}
+        return super().save_checkpoint(path, state, storage_options=storage_options, filter=filter, **extra)
 
     def load_checkpoint(
-        self, path: str | Path, state: dict[str, Any] | Any = None, strict: bool = True, weights_only: bool = True
+        self,
+        path: str | Path,
+        state: dict[str, Any] | Any = None,
+        strict: bool = True,
+        weights_only: bool = True,
+        verify: bool = True,
+        storage_options: Any = None,
     ) -> dict[str, Any]:
-        from fabric_deepspeed.checkpointing import is_deepspeed_checkpoint, load_deepspeed_checkpoint, recover
+        from fabric_core.plugins.checkpoint_io import load_options
 
-        recover(self, Path(path))
-        if is_deepspeed_checkpoint(Path(path)):
-            return load_deepspeed_checkpoint(self, Path(path), state, strict=strict, weights_only=weights_only)
+        from fabric_deepspeed.checkpointing import holds_deepspeed_checkpoint, load_deepspeed_checkpoint
+
+        if holds_deepspeed_checkpoint(self, path, storage_options):
+            return load_deepspeed_checkpoint(
+                self,
+                path,
+                state,
+                strict=strict,
+                weights_only=weights_only,
+                verify=verify,
+                storage_options=storage_options,
+            )
         if isinstance(state, dict) and self._engines.engines_in_state(state):
             raise MisconfigurationError(
                 f"{str(path)!r} is not a DeepSpeed checkpoint folder (no 'latest' file inside), so it cannot be loaded into a "
                 "DeepSpeed model. Load plain weights into the model before fabric.setup, or turn a DeepSpeed checkpoint "
                 "into one file with fabric_deepspeed.convert_zero_checkpoint_to_fp32_state_dict."
             )
-        return super().load_checkpoint(path, state=state, strict=strict, weights_only=weights_only)
+        return super().load_checkpoint(
+            path, state=state, strict=strict, weights_only=weights_only, **load_options(verify, storage_options)
+        )
 
     def __repr__(self) -> str:
         offload = [s for s in ("offload_optimizer", "offload_param") if offload_device(self.config, s)]

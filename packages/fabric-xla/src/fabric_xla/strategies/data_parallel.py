@@ -106,8 +106,11 @@ class XLAStrategy(XLAStrategyBase):
         return {"num_replicas": self.world_size, "rank": self.global_rank}
 
     # ---------------------------------------------------------------- lifecycle
-    def configure_launcher(self) -> None:
+    def validate(self) -> None:
         self._validate_devices()
+        super().validate()
+
+    def configure_launcher(self) -> None:
         from fabric_xla.launcher import XLALauncher
 
         self._launcher = XLALauncher(self, start_method=self._start_method)

@@ -64,7 +64,7 @@ class XLASPMDStrategy(XLAStrategyBase):
     def num_devices(self) -> int:
         return len(self.parallel_devices) if self.parallel_devices else 1
 
-    def configure_launcher(self) -> None:
+    def validate(self) -> None:
         """No processes to start; refuse device counts the mesh cannot have, before anything runs."""
         if self.num_nodes > 1:
             raise MisconfigurationError(
