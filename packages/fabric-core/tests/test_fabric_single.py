@@ -400,7 +400,7 @@ def test_scaler_state_is_saved_and_restored_with_the_checkpoint(tmp_path):
 
 def test_sharded_model_is_the_reference_name_of_init_module():
     fabric = Fabric(accelerator="cpu", precision="bf16-true")
-    with fabric.sharded_model():
+    with pytest.deprecated_call(match="init_module"), fabric.sharded_model():
         layer = nn.Linear(2, 2)
     assert layer.weight.dtype == torch.bfloat16
 

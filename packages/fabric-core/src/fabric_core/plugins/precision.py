@@ -30,7 +30,8 @@ class Precision:
     - ``requires_fabric_backward`` is ``True`` when a plain ``loss.backward()`` would silently train
       wrongly (a scaler); Fabric then refuses it with a clear error.
     - ``is_identity`` is ``True`` only when every hook above is a no-op, which lets wrappers take a
-      fast path in the training step.
+      fast path in the training step; ``plain_backward_and_step`` is ``True`` when at least backward
+      and the optimizer step are (autocast without a scaler), so those two go straight to torch.
     """
 
     name: ClassVar[str] = "32-true"
@@ -40,6 +41,11 @@ class Precision:
     def requires_fabric_backward(self) -> bool:
         """Whether ``loss.backward()`` would be wrong here (a gradient scaler must scale the loss)."""
         return False
+
+    @property
+    def plain_backward_and_step(self) -> bool:
+        """Whether backward is ``loss.backward()`` and the step ``optimizer.step()`` (no scaler, no engine)."""
+        return self.is_identity
 
     def convert_module(self, module: Module) -> Module:
         """Cast ``module`` to the dtype its parameters are stored in."""
@@ -108,3 +114,21 @@ def default_dtype(dtype: torch.dtype) -> Generator[None, None, None]:
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+#: Lightning's precision plugin classes, importable from here as from ``lightning.fabric.plugins.precision``.
+_IMPLEMENTATIONS = {
+    "MixedPrecision": "fabric_core.precision.mixed",
+    "DoublePrecision": "fabric_core.precision.true_dtype",
+    "HalfPrecision": "fabric_core.precision.true_dtype",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the implementations on first use (they import torch; this interface module does not)."""
+    module = _IMPLEMENTATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
