@@ -169,6 +169,9 @@ def save(fabric, model, optimizer, folder, result):
     fabric.strategy._save_distributed_checkpoint = True
     weights, optim = full_state(fabric, model, optimizer)
     result["saved_model_digest"], result["saved_optimizer_digest"] = digest(weights), digest(optim)
+    if fabric.global_rank == 0:
+        torch.save(weights, folder + "/raw_model.pt")  # a plain state dict, as written without Fabric
+    fabric.barrier()
 
 
 def load(fabric, folder, result):
@@ -179,6 +182,9 @@ def load(fabric, folder, result):
         weights, optim = full_state(fabric, model, optimizer)
         result[f"{kind}_model_digest"], result[f"{kind}_optimizer_digest"] = digest(weights), digest(optim)
         result[f"{kind}_step"], result[f"{kind}_remainder"] = state["step"], remainder
+    model, optimizer = fresh(fabric)
+    fabric.load_raw(folder + "/raw_model.pt", model)
+    result["raw_model_digest"] = digest(full_state(fabric, model, optimizer)[0])
 
 
 def main(fabric, task, folder):
@@ -271,6 +277,7 @@ def _assert_resharded(result: dict, saved: dict) -> None:
         assert result[f"{kind}_optimizer_digest"] == saved["saved_optimizer_digest"], kind
         assert result[f"{kind}_step"] == 20
     assert result["sharded_remainder"] == {"note": "hi"}
+    assert result["raw_model_digest"] == saved["saved_model_digest"]  # fabric.load_raw of a plain state dict
 
 
 def test_tensor_parallel_on_2_processes_matches_and_loads_the_2x2_checkpoint(

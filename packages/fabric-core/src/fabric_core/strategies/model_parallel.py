@@ -122,6 +122,7 @@ class ModelParallelStrategy(ProcessGroupStrategy):
         return self._device_mesh
 
     def configure_launcher(self) -> None:
+        self._mesh_shape = None  # plan resolution may have changed the devices since the last call
         _ = self.mesh_shape  # an impossible shape fails here, before any process is started
         super().configure_launcher()
 
