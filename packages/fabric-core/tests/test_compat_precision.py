@@ -84,3 +84,39 @@ def test_true_precisions_create_tensors_in_their_dtype_during_forward(precision,
     fmodel(torch.ones(1, 2))
     assert model.seen == [(dtype, None, dtype)]
     assert torch.get_default_dtype() == torch.float32  # restored afterwards
+
+
+def test_lightning_precision_classes_and_their_constructors():
+    from fabric_core.plugins import DoublePrecision, HalfPrecision, MixedPrecision
+    from fabric_core.plugins.precision import MixedPrecision as SameClass
+
+    assert SameClass is MixedPrecision
+    sixteen = MixedPrecision("16-mixed", "cpu")
+    assert isinstance(sixteen.scaler, torch.amp.GradScaler)  # created when not given, as in Lightning
+    assert (sixteen.precision, sixteen.device, sixteen.dtype) == ("16-mixed", "cpu", torch.float16)
+    bf16 = MixedPrecision(precision="bf16-mixed", device="cuda:0")
+    assert bf16.scaler is None and bf16.device == "cuda"
+    with pytest.raises(ValueError, match="`precision='bf16-mixed'` does not use a scaler"):
+        MixedPrecision("bf16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    with pytest.raises(ValueError, match=r"Passed `MixedPrecision\(precision='bf16'\)`"):
+        MixedPrecision("bf16", "cpu")
+    assert HalfPrecision().dtype == torch.float16 and HalfPrecision("bf16-true").dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="Precision must be '16-true' or 'bf16-true'"):
+        HalfPrecision("32-true")
+    assert DoublePrecision().precision == "64-true"
+    assert isinstance(Fabric(accelerator="cpu", precision="64-true").strategy.precision, DoublePrecision)
+    assert isinstance(Fabric(accelerator="cpu", precision="bf16-true").strategy.precision, HalfPrecision)
+
+
+def test_a_lightning_style_plugin_trains_under_fabric():
+    from fabric_core.plugins import MixedPrecision
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # (the default 65536 overflows float16 at once)
+    fabric = Fabric(accelerator="cpu", plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
+    model = Probe()
+    fmodel, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    before = model.layer.weight.detach().clone()
+    fabric.backward(fmodel(torch.ones(2, 2)).sum())
+    optimizer.step()
+    assert model.seen[0][0] == torch.float16  # inputs cast to the autocast dtype
+    assert not torch.equal(before, model.layer.weight)  # the scaled step was taken

@@ -23,3 +23,12 @@ __all__ = [
     "Precision",
     "Strategy",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Lightning's precision classes (``MixedPrecision``, ``DoublePrecision``, ``HalfPrecision``), loaded lazily."""
+    from fabric_core.plugins import precision
+
+    if name in precision._IMPLEMENTATIONS:
+        return getattr(precision, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,7 +28,7 @@ class MixedPrecision(Precision):
 
     def __init__(
         self,
-        name: str,
+        precision: str,
         dtype: torch.dtype | str | None = None,
         device_type: str | Any = None,
         scaler: Any = None,
@@ -40,8 +40,8 @@ class MixedPrecision(Precision):
                 scaler = device_type  # passed as the third positional argument
             device = dtype if dtype is not None else device
             device_type = _device_type(device)
-            dtype, scaler = _lightning_form(name, device_type, scaler)
-        self.name = name  # type: ignore[misc]
+            dtype, scaler = _lightning_form(precision, device_type, scaler)
+        self.name = precision  # type: ignore[misc]
         self.dtype = dtype
         self.device_type = device_type if device_type is not None else "cpu"
         self.scaler = scaler

@@ -6,7 +6,7 @@ import torch
 
 from fabric_core.plugins.precision import Precision
 from fabric_core.precision.mixed import MixedPrecision
-from fabric_core.precision.true_dtype import TrueDtypePrecision
+from fabric_core.precision.true_dtype import DoublePrecision, HalfPrecision
 
 
 def true_32(device_type: str = "cpu") -> Precision:
@@ -14,15 +14,15 @@ def true_32(device_type: str = "cpu") -> Precision:
 
 
 def true_64(device_type: str = "cpu") -> Precision:
-    return TrueDtypePrecision("64-true", torch.float64)
+    return DoublePrecision()
 
 
 def true_16(device_type: str = "cpu") -> Precision:
-    return TrueDtypePrecision("16-true", torch.float16)
+    return HalfPrecision("16-true")
 
 
 def true_bf16(device_type: str = "cpu") -> Precision:
-    return TrueDtypePrecision("bf16-true", torch.bfloat16)
+    return HalfPrecision("bf16-true")
 
 
 def mixed_bf16(device_type: str = "cpu") -> Precision:

@@ -20,6 +20,11 @@ class TrueDtypePrecision(Precision):
         self.name = name  # type: ignore[misc]
         self.dtype = dtype
 
+    @property
+    def precision(self) -> str:
+        """Lightning's name for ``name``."""
+        return self.name
+
     def convert_module(self, module: Module) -> Module:
         # Floating tensors only: ``module.to(dtype)`` would also cast complex buffers to a real dtype and drop
         # their imaginary part. Integer and complex tensors keep their dtype (as ``module.double()`` does).
@@ -38,3 +43,21 @@ class TrueDtypePrecision(Precision):
 
     def convert_output(self, data: Any) -> Any:
         return convert_floating(data, torch.get_default_dtype())
+
+
+class DoublePrecision(TrueDtypePrecision):
+    """``64-true`` under Lightning's class name: ``DoublePrecision()``."""
+
+    def __init__(self) -> None:
+        super().__init__("64-true", torch.float64)
+
+
+class HalfPrecision(TrueDtypePrecision):
+    """``16-true`` or ``bf16-true`` under Lightning's class name: ``HalfPrecision(precision="bf16-true")``."""
+
+    def __init__(self, precision: str = "16-true") -> None:
+        if precision not in ("16-true", "bf16-true"):
+            raise ValueError(
+                f"Passed `HalfPrecision(precision={precision!r})`. Precision must be '16-true' or 'bf16-true'."
+            )
+        super().__init__(precision, torch.bfloat16 if precision == "bf16-true" else torch.float16)
