@@ -61,6 +61,9 @@ def test_a_fabric_dataloader_ends_each_epoch_with_a_short_window() -> None:
     x, y = _data(22)  # 11 batches of 2: windows of 4, 4 and 3
     fabric = Fabric(accelerator="cpu", devices=1)
     module, model, optimizer = _setup(fabric)
+    with pytest.raises(ValueError, match="remaining must be an int >= 1"):
+        with fabric.accumulate(model, steps=2, remaining=0):
+            pass
     loader = fabric.setup_dataloaders(DataLoader(TensorDataset(x, y), batch_size=2))
     seen = []
     for _ in range(2):

@@ -110,6 +110,8 @@ def accumulate(
     _check_positive("steps", steps)
     if dataloader is not None and remaining is not None:
         raise ValueError("fabric.accumulate takes dataloader= or remaining=, not both.")
+    if remaining is not None:
+        _check_positive("remaining", remaining)
     if "backward" in fabric.__dict__:
         raise RuntimeError("fabric.accumulate contexts cannot be nested; open one per micro-step.")
     state: _Window = module.__dict__.setdefault(_STATE, _Window())
@@ -118,7 +120,7 @@ def accumulate(
     else:
         if state.count == 0 or state.count >= state.size:
             state.count = 0
-            state.size = steps if remaining is None else min(steps, _check_positive("remaining", remaining))
+            state.size = steps if remaining is None else min(steps, remaining)
         index, size = state.count + 1, state.size
     boundary = index >= size
     state.count, state.size = (0, size) if boundary else (index, size)
