@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from fabric_core.plugins.logger import Logger
 
-#: where the loggers built by name keep local files (``logs/fabric_logs/version_N``)
+#: where the file loggers built by name keep their runs: ``logs/tensorboard/version_N``, ``logs/csv/version_N``
 DEFAULT_ROOT_DIR = "logs"
 
 
 def tensorboard() -> Logger:
     from fabric_loggers.tensorboard import TensorBoardLogger
 
-    return TensorBoardLogger(DEFAULT_ROOT_DIR)
+    return TensorBoardLogger(DEFAULT_ROOT_DIR, name="tensorboard")
 
 
 def csv() -> Logger:
     from fabric_loggers.csv_logger import CSVLogger
 
-    return CSVLogger(DEFAULT_ROOT_DIR)
+    return CSVLogger(DEFAULT_ROOT_DIR, name="csv")
 
 
 def mlflow() -> Logger:
