@@ -22,6 +22,8 @@ PACKAGES = ROOT / "packages"
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; pip finds it without a download
 XLA_TORCH = ("torch==2.9.0", "torch_xla==2.9.0")  # torch-xla needs exactly this torch
 TEST_TOOLS = ("pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6")
+#: a real S3-compatible server on loopback for the remote-checkpoint tests (moto_server + s3fs)
+S3_TEST_TOOLS = ("moto[server]>=5", "s3fs>=2023.1")
 
 nox.options.envdir = os.environ.get("FABRIC_NOX_ENVDIR", str(Path.home() / ".cache" / "fabric-nox"))
 nox.options.reuse_venv = "yes"
@@ -100,7 +102,7 @@ def _pytest(session: nox.Session, *paths: str, markers: str | None = None) -> No
 @nox.session
 def core(session: nox.Session) -> None:
     """fabric-core unit tests in one process: API, plan resolution, wrappers, checkpoint IO (CPU)."""
-    _install(session, extra=("numpy", "fsspec"))
+    _install(session, extra=("numpy", "fsspec", *S3_TEST_TOOLS))
     _pytest(
         session, "packages/fabric-core/tests", "--ignore=packages/fabric-core/tests/faults", markers="not multiprocess"
     )
@@ -109,7 +111,7 @@ def core(session: nox.Session) -> None:
 @nox.session
 def cpu(session: nox.Session) -> None:
     """fabric-core multi-process tests: DDP/FSDP over gloo on loopback, launchers, `fabric run`, torchrun."""
-    _install(session, extra=("numpy", "fsspec"))
+    _install(session, extra=("numpy", "fsspec", *S3_TEST_TOOLS))
     _pytest(session, "packages/fabric-core/tests", "--ignore=packages/fabric-core/tests/faults", markers="multiprocess")
 
 
@@ -131,13 +133,13 @@ def cuda_unit(session: nox.Session) -> None:
 def loggers(session: nox.Session) -> None:
     """fabric-loggers: TensorBoard and CSV loggers, files read back with TensorBoard's own reader."""
     _install(session, "fabric-loggers", extra=("numpy",))
-    _pytest(session, "packages/fabric-loggers/tests")
+    _pytest(session, "packages/fabric-loggers/tests", markers="not trackers")  # the `trackers` session runs those
 
 
 @nox.session
 def deepspeed_cpu(session: nox.Session) -> None:
     """fabric-deepspeed with real DeepSpeed on its CPU accelerator (ZeRO 1/2/3, offload), 2 gloo processes."""
-    _install(session, "fabric-deepspeed", extra=("numpy",))
+    _install(session, "fabric-deepspeed", extra=("numpy", *S3_TEST_TOOLS))
     session.env.setdefault("DS_ACCELERATOR", "cpu")
     session.env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(nox.options.envdir) / "torch_extensions"))
     _pytest(session, "packages/fabric-deepspeed/tests", markers="not cuda")
@@ -373,3 +375,11 @@ def cluster(session: nox.Session) -> None:
         _pytest(session, "integration_tests/cluster")
     finally:
         _kill_processes_of_run(marker)  # anything a killed pytest could not stop itself
+
+
+@nox.session
+def trackers(session: nox.Session) -> None:
+    """fabric-loggers' experiment trackers (MLflow, W&B, Comet) against the real libraries, offline: no network."""
+    session.env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"})
+    _install(session, "fabric-loggers[mlflow,wandb,comet]", extra=("numpy",))
+    _pytest(session, "packages/fabric-loggers/tests", markers="trackers")
