@@ -138,7 +138,8 @@ def _kill_leftovers(slurm_conf_path: str) -> None:
 
 def start(cpus: int = 2, timeout: float = 120) -> SlurmCluster:
     """Start munged, slurmctld and slurmd; return once the node is idle, or raise with the daemons' logs."""
-    root = Path(tempfile.mkdtemp(prefix="fabric-slurm-"))
+    # munged refuses a socket below a folder others cannot search (nox's TMPDIR is under /root): use /tmp.
+    root = Path(tempfile.mkdtemp(prefix="fabric-slurm-", dir="/tmp" if os.path.isdir("/tmp") else None))
     root.chmod(0o755)  # munged wants every folder above its socket searchable by all
     for name in ("munge", "state", "spool", "log"):
         (root / name).mkdir(mode=0o755)
