@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from torch.distributed import ReduceOp
+    from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
     from fabric_core.plugins.accelerator import Accelerator
     from fabric_core.plugins.checkpoint_io import CheckpointIO
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
 
     _PluginInput = Precision | ClusterEnvironment | CheckpointIO
+    _Collection = dict[Any, Any] | list[Any] | tuple[Any, ...]
 
 _REDUCE_OPS = ("sum", "mean", "max", "min")
 _REDUCE_ALIASES = {"avg": "mean"}
@@ -248,7 +250,13 @@ class Fabric:
         self._setup_environment()
 
     # ---------------------------------------------------------------------- set-up
-    def setup(self, module: Module, *optimizers: Optimizer, scheduler: Any = None, move_to_device: bool = True) -> Any:
+    def setup(
+        self,
+        module: Module,
+        *optimizers: Optimizer,
+        scheduler: LRScheduler | ReduceLROnPlateau | None = None,
+        move_to_device: bool = True,
+    ) -> _FabricModule | tuple[_FabricModule | _FabricOptimizer | LRScheduler | ReduceLROnPlateau, ...]:
         """Set up a model and its optimizers; returns them wrapped, in the order given.
 
         A ``scheduler`` passed here is handed to strategies that drive it themselves and returned last.
@@ -299,7 +307,7 @@ class Fabric:
         self.call("on_after_setup", fabric=self, module=fabric_module)
         return fabric_module
 
-    def setup_optimizers(self, *optimizers: Optimizer) -> Any:
+    def setup_optimizers(self, *optimizers: Optimizer) -> _FabricOptimizer | tuple[_FabricOptimizer, ...]:
         """Set up optimizers created for a module that went through ``setup_module``."""
         self._ensure_environment()
         if self._strategy.requires_joint_setup:
@@ -447,7 +455,7 @@ class Fabric:
         """Run the enclosed operations in the chosen precision (the module's forward already does)."""
         return self._precision.forward_context()
 
-    def to_device(self, obj: Any) -> Any:
+    def to_device(self, obj: Module | Tensor | _Collection) -> Module | Tensor | _Collection:
         """Move a module, a tensor or a collection of tensors to this process's device."""
         if isinstance(obj, Module):
             self._strategy.module_to_device(obj)
@@ -483,7 +491,9 @@ class Fabric:
         self._ensure_environment()
         return self._strategy.broadcast(obj, src=src)
 
-    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+    def all_gather(
+        self, data: Tensor | _Collection | int | float, group: object | None = None, sync_grads: bool = False
+    ) -> Tensor | _Collection:
         """Gather tensors (or collections of them, numbers included) from all processes.
 
         Each tensor comes back with a leading dimension of size world size. As in Lightning, with a
@@ -493,7 +503,9 @@ class Fabric:
         data = _numbers_to_tensors(data, self.device)
         return apply_to_tensors(data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads))
 
-    def all_reduce(self, data: Any, group: Any = None, reduce_op: str | ReduceOp = "mean") -> Any:
+    def all_reduce(
+        self, data: Tensor | _Collection | int | float, group: object | None = None, reduce_op: str | ReduceOp = "mean"
+    ) -> Tensor | _Collection:
         """Reduce tensors (or collections of them) over all processes.
 
         ``reduce_op`` is ``"sum"``, ``"mean"`` (or ``"avg"``), ``"max"``, ``"min"`` in any case, or the matching
