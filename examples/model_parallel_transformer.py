@@ -190,7 +190,7 @@ def local_slice(batch: torch.Tensor, fabric: Fabric) -> torch.Tensor:
 
 def main() -> float:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16, help="global batch (split over data parallel)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--tensor-parallel", type=int, default=2)
