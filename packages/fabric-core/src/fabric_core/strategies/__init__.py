@@ -10,13 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.strategies.mesh_config import MeshConfig as MeshConfig
-from fabric_core.strategies.model_parallel import ModelParallelStrategy as ModelParallelStrategy
-
 if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
     from fabric_core.strategies.ddp import DDPStrategy
     from fabric_core.strategies.fsdp import FSDPStrategy
+    from fabric_core.strategies.mesh_config import MeshConfig
+    from fabric_core.strategies.model_parallel import ModelParallelStrategy
     from fabric_core.strategies.process_group import ProcessGroupStrategy
     from fabric_core.strategies.single_device import SingleDeviceStrategy
 
@@ -26,6 +25,8 @@ _LAZY = {
     "FSDPStrategy": "fabric_core.strategies.fsdp",
     "SingleDeviceStrategy": "fabric_core.strategies.single_device",
     "ProcessGroupStrategy": "fabric_core.strategies.process_group",
+    "ModelParallelStrategy": "fabric_core.strategies.model_parallel",
+    "MeshConfig": "fabric_core.strategies.mesh_config",
 }
 _ALIASES = {"ParallelStrategy": "ProcessGroupStrategy"}  # Lightning's name for the multi-process base
 
