@@ -215,7 +215,7 @@ if __name__ == "__main__":
 
 
 def _run(script_runner, names: list[str]) -> dict[str, dict]:
-    result = script_runner(FSDP_SCRIPT, ",".join(names), timeout=900)
+    result = script_runner(FSDP_SCRIPT, ",".join(names), timeout=1100)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     found = {row["name"]: row for row in rows}
@@ -226,6 +226,7 @@ def _run(script_runner, names: list[str]) -> dict[str, dict]:
 
 
 @pytest.mark.multiprocess
+@pytest.mark.timeout(1200)
 def test_fsdp_lightning_arguments_on_two_processes(script_runner):
     rows = _run(script_runner, list(_CONFIG_NAMES))
     # HYBRID_SHARD: replicated across the first mesh dimension, sharded along the second

@@ -7,7 +7,11 @@ import sys
 
 import click
 
+from fabric_core.cli.choices import accelerator_choice, precision_choice, strategy_choice
 from fabric_core.connector import CLI_ENV
+
+#: torchrun's rendezvous port on machine 0 for multi-machine jobs (Lightning Fabric's default too).
+DEFAULT_MAIN_PORT = 29400
 
 _RUN_EXAMPLES = """
 \b
@@ -15,15 +19,32 @@ Examples:
   fabric run --devices 2 train.py --lr 0.1       # 2 processes; --lr goes to train.py
   fabric run --accelerator cuda --devices 0,1 --precision bf16-mixed train.py
   # two machines, 2 processes each (run one command on each machine):
-  fabric run --devices 2 --num-nodes 2 --node-rank 0 --main-address 10.0.0.1 --main-port 29500 train.py
-  fabric run --devices 2 --num-nodes 2 --node-rank 1 --main-address 10.0.0.1 --main-port 29500 train.py
+  fabric run --devices 2 --num-nodes 2 --node-rank 0 --main-address 10.0.0.1 --main-port 29400 train.py
+  fabric run --devices 2 --num-nodes 2 --node-rank 1 --main-address 10.0.0.1 --main-port 29400 train.py
 
 Options go before SCRIPT; everything after SCRIPT is passed to the script unchanged.
 """
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from fabric_core.__about__ import __version__
+    from fabric_core.cli.identity import version_report
+
+    click.echo(version_report(__version__))
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="fabric-core", prog_name="fabric")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version, and which package's `fabric` command this is.",
+)
 def cli() -> None:
     """fabric: run your PyTorch training script on any hardware, on one machine or many.
 
@@ -40,10 +61,16 @@ def cli() -> None:
 )
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.option(
-    "--accelerator", default=None, help="cpu, cuda (or gpu), tpu, or auto. Default: what the script says, else auto."
+    "--accelerator",
+    type=accelerator_choice(),
+    default=None,
+    help="An installed accelerator (cpu, cuda, tpu ...) or auto. Default: what the script says, else auto.",
 )
 @click.option(
-    "--strategy", default=None, help="ddp, fsdp, deepspeed_stage_2, ... Default: what the script says, else auto."
+    "--strategy",
+    type=strategy_choice(),
+    default=None,
+    help="An installed strategy (ddp, fsdp, deepspeed_stage_2 ...). Default: what the script says, else auto.",
 )
 @click.option(
     "--devices",
@@ -82,9 +109,14 @@ def cli() -> None:
     "main_port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Port on machine 0 (multi-machine jobs; default 29500). One machine picks a free port itself.",
+    help=f"Port on machine 0 (multi-machine jobs; default {DEFAULT_MAIN_PORT}). One machine picks a free port itself.",
 )
-@click.option("--precision", default=None, help="32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true.")
+@click.option(
+    "--precision",
+    type=precision_choice(),
+    default=None,
+    help="32-true, bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true, or a name an installed plugin adds.",
+)
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(
@@ -117,7 +149,18 @@ def run_command(
     for field, value in given.items():
         if value is not None:
             os.environ[CLI_ENV[field]] = str(value)
+    set_omp_threads(nproc)
     sys.exit(launch_elastic(script, script_args, nproc, num_nodes, node_rank, main_address, main_port))
+
+
+def set_omp_threads(processes: int) -> None:
+    """Give each process an equal share of the cores through ``OMP_NUM_THREADS``, unless the user set it.
+
+    As Lightning's ``fabric run`` does; torchrun would otherwise force 1 thread per process.
+    """
+    from fabric_core.utilities.cpus import suggested_num_threads
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(suggested_num_threads(processes)))
 
 
 def _count_processes(accelerator: str | None, devices: str | None) -> int:
@@ -150,7 +193,7 @@ def launch_elastic(
             f"--nnodes={num_nodes}",
             f"--node-rank={node_rank}",
             f"--master-addr={main_address}",
-            f"--master-port={main_port or 29500}",
+            f"--master-port={main_port or DEFAULT_MAIN_PORT}",
         ]
     args += [script, *script_args]
     import shutil
