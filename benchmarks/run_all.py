@@ -25,6 +25,7 @@ BENCHMARKS = {
     "ddp_startup": "bench_ddp_startup.py",
     "checkpoint": "bench_checkpoint.py",
     "model_parallel": "bench_model_parallel.py",
+    "loggers": "bench_loggers.py",
 }
 
 

@@ -42,3 +42,34 @@ def global_rank() -> tuple[int, bool]:
         return rank, True
     rank = environment_rank()
     return (rank if rank is not None else 0), False
+
+
+class RankZeroOnly:
+    """Mixin of the loggers: ``set_global_rank`` (Fabric's answer) and ``is_writer`` (global rank 0).
+
+    Before Fabric or a process group says the rank, the launcher's environment does; that answer is kept
+    per process (it is asked on every logged metric, and a process's environment does not change rank).
+    """
+
+    _rank: int | None = None  # Fabric's or the process group's answer: final
+    _environment_rank: tuple[int, int] | None = None  # (pid, rank) read from the environment
+
+    def set_global_rank(self, rank: int) -> None:
+        """Fabric's answer once the job is set up; it wins over what the environment says."""
+        self._rank = rank
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes: global rank 0, looked up when first needed in this process."""
+        if self._rank is None:
+            rank = distributed_rank()
+            if rank is not None:
+                self._rank = rank
+            else:
+                pid = os.getpid()
+                cached = self._environment_rank
+                if cached is None or cached[0] != pid:
+                    found = environment_rank()
+                    cached = self._environment_rank = (pid, 0 if found is None else found)
+                return cached[1] == 0
+        return self._rank == 0

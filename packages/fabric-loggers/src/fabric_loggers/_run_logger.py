@@ -39,7 +39,7 @@ def _close_at_exit(sink: Sink) -> None:
         sink.close(None)
 
 
-class RunLogger(Logger):
+class RunLogger(_rank.RankZeroOnly, Logger):
     """A logger that writes one run's files under ``root_dir/name/version``, on global rank 0 only."""
 
     def __init__(
@@ -104,21 +104,6 @@ class RunLogger(Logger):
     @property
     def prefix(self) -> str:
         return self._prefix
-
-    # ------------------------------------------------------------------- ranks
-    def set_global_rank(self, rank: int) -> None:
-        """Fabric's answer once the job is set up; it wins over what the environment says."""
-        self._rank = rank
-
-    @property
-    def is_writer(self) -> bool:
-        """Whether this process writes files: global rank 0, looked up now (see ``_rank``)."""
-        if self._rank is None:
-            rank, final = _rank.global_rank()
-            if not final:
-                return rank == 0
-            self._rank = rank
-        return self._rank == 0
 
     # ----------------------------------------------------------------- writing
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -186,5 +171,5 @@ class RunLogger(Logger):
     def __getstate__(self) -> dict[str, Any]:
         """Workers get the settings, never the open files, writer threads or a rank found elsewhere."""
         state = self.__dict__.copy()
-        state.update(_sink=None, _exit_hook=None, _rank=None)
+        state.update(_sink=None, _exit_hook=None, _rank=None, _environment_rank=None)
         return state

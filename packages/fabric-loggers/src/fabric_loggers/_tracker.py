@@ -34,7 +34,7 @@ def _end_at_exit(logger_ref: weakref.ref, pid: int) -> None:
         logger._started = False
 
 
-class TrackerLogger(Logger):
+class TrackerLogger(_rank.RankZeroOnly, Logger):
     """A logger that sends one run to an experiment tracker from global rank 0."""
 
     #: the separator nested hyperparameter names are joined with
@@ -52,21 +52,6 @@ class TrackerLogger(Logger):
         self._started = False
         self._pid: int | None = None
         self._exit_hook: Any = None
-
-    # ------------------------------------------------------------------- ranks
-    def set_global_rank(self, rank: int) -> None:
-        """Fabric's answer once the job is set up; it wins over what the environment says."""
-        self._rank = rank
-
-    @property
-    def is_writer(self) -> bool:
-        """Whether this process talks to the tracker: global rank 0, looked up now."""
-        if self._rank is None:
-            rank, final = _rank.global_rank()
-            if not final:
-                return rank == 0
-            self._rank = rank
-        return self._rank == 0
 
     @property
     def prefix(self) -> str:
@@ -163,5 +148,5 @@ class TrackerLogger(Logger):
     def __getstate__(self) -> dict[str, Any]:
         """Workers get the settings and the run id, never a live client or a rank found elsewhere."""
         state = self.__dict__.copy()
-        state.update(_rank=None, _started=False, _pid=None, _exit_hook=None)
+        state.update(_rank=None, _environment_rank=None, _started=False, _pid=None, _exit_hook=None)
         return state

@@ -1,0 +1,186 @@
+"""Logging overhead: 10,000 scalars through a fabric-loggers logger against the tracker library's own API.
+
+Each contender logs the same ``N`` scalars (one metric per call, steps 0..N-1) into a fresh run and ends
+it; the pair for a tracker is timed in interleaved rounds, and the table reports the median per-round
+ratio ``logger / library``. Target: <= 1.05 (at most 5% over calling the library directly). Trackers that
+are not installed are left out; W&B and Comet run offline, MLflow on a local sqlite store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, fmt_time, header, interleave, table, verdict
+
+TARGET_RATIO = 1.05
+
+
+def _fresh(root: str, name: str) -> str:
+    path = os.path.join(root, name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def tensorboard_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+    from fabric_loggers import TensorBoardLogger
+    from torch.utils.tensorboard import SummaryWriter
+
+    def direct() -> float:
+        folder = _fresh(root, "tb_direct")
+        start = time.perf_counter()
+        writer = SummaryWriter(folder)
+        for step in range(n):
+            writer.add_scalar("loss", step * 0.5, global_step=step)
+        writer.close()
+        return time.perf_counter() - start
+
+    def logger() -> float:
+        folder = _fresh(root, "tb_logger")
+        start = time.perf_counter()
+        tb = TensorBoardLogger(folder, name=None, version=0, flush_logs_every_n_steps=None)
+        for step in range(n):
+            tb.log_metrics({"loss": step * 0.5}, step=step)
+        tb.finalize("success")
+        return time.perf_counter() - start
+
+    return direct, logger
+
+
+def mlflow_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+    from fabric_loggers import MLflowLogger
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    uri = "sqlite:///" + os.path.join(root, "mlflow.db")
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(f"bench-{time.time_ns()}")
+
+    def direct() -> float:
+        start = time.perf_counter()
+        run_id = client.create_run(experiment_id).info.run_id
+        for step in range(n):
+            metric = Metric(key="loss", value=step * 0.5, timestamp=int(time.time() * 1000), step=step)
+            client.log_batch(run_id, metrics=[metric])
+        client.set_terminated(run_id, status="FINISHED")
+        return time.perf_counter() - start
+
+    def logger() -> float:
+        start = time.perf_counter()
+        mlflow_logger = MLflowLogger(experiment_name=client.get_experiment(experiment_id).name, tracking_uri=uri)
+        for step in range(n):
+            mlflow_logger.log_metrics({"loss": step * 0.5}, step=step)
+        mlflow_logger.finalize("success")
+        return time.perf_counter() - start
+
+    return direct, logger
+
+
+def wandb_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+    import wandb
+    from fabric_loggers import WandbLogger
+
+    def direct() -> float:
+        folder = _fresh(root, "wandb_direct")
+        start = time.perf_counter()
+        run = wandb.init(project="bench", dir=folder, mode="offline", reinit="create_new")
+        for step in range(n):
+            run.log({"loss": step * 0.5}, step=step)
+        run.finish()
+        return time.perf_counter() - start
+
+    def logger() -> float:
+        folder = _fresh(root, "wandb_logger")
+        start = time.perf_counter()
+        wandb_logger = WandbLogger(project="bench", save_dir=folder, offline=True)
+        for step in range(n):
+            wandb_logger.log_metrics({"loss": step * 0.5}, step=step)
+        wandb_logger.finalize("success")
+        return time.perf_counter() - start
+
+    return direct, logger
+
+
+def comet_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+    import comet_ml
+    from fabric_loggers import CometLogger
+    from fabric_loggers.comet_logger import _QUIET
+
+    def direct() -> float:
+        folder = _fresh(root, "comet_direct")
+        start = time.perf_counter()
+        experiment = comet_ml.OfflineExperiment(project_name="bench", offline_directory=folder, **_QUIET)
+        for step in range(n):
+            experiment.log_metrics({"loss": step * 0.5}, step=step)
+        experiment.end()
+        return time.perf_counter() - start
+
+    def logger() -> float:
+        folder = _fresh(root, "comet_logger")
+        start = time.perf_counter()
+        comet_logger = CometLogger(project_name="bench", offline=True, save_dir=folder)
+        for step in range(n):
+            comet_logger.log_metrics({"loss": step * 0.5}, step=step)
+        comet_logger.finalize("success")
+        return time.perf_counter() - start
+
+    return direct, logger
+
+
+TRACKERS = {
+    "tensorboard": ("tensorboard", tensorboard_pair),
+    "mlflow": ("mlflow", mlflow_pair),
+    "wandb": ("wandb", wandb_pair),
+    "comet": ("comet_ml", comet_pair),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scalars", type=int, default=10_000, help="scalars logged per run (default 10,000)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1,000 scalars (a smoke run)")
+    parser.add_argument("trackers", nargs="*", help=f"which (default: every installed one): {', '.join(TRACKERS)}")
+    args = parser.parse_args(argv)
+    n, rounds = (1_000, 2) if args.quick else (args.scalars, args.rounds)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("COMET_CONFIG", os.devnull)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        for name in args.trackers or TRACKERS:
+            module, make_pair = TRACKERS[name]
+            if importlib.util.find_spec(module) is None:
+                continue
+            direct, logger = make_pair(root, n)
+            direct(), logger()  # warm-up: imports, the first run's set-up
+            samples = interleave({"direct": direct, "logger": logger}, rounds)
+            ratio = samples.ratio("logger", "direct")
+            rows.append(
+                [
+                    name,
+                    fmt_time(samples.median("direct") / n),
+                    fmt_time(samples.median("logger") / n),
+                    f"{ratio:.3f} ±{samples.ratio_spread('logger', 'direct'):.3f}",
+                    f"<= {TARGET_RATIO} {verdict(ratio, TARGET_RATIO)}",
+                ]
+            )
+    emit(header(f"Logging {n:,} scalars: fabric-loggers vs the tracker's own API (median of {rounds} rounds)"))
+    emit(table(["tracker", "library per scalar", "logger per scalar", "ratio", "target"], rows))
+    emit(
+        "Each run: start, log every scalar at its step, end (the same for both); ratio: median per-round logger/library."
+    )
+
+
+if __name__ == "__main__":
+    main()
