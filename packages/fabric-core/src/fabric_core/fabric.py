@@ -202,7 +202,7 @@ class Fabric:
             function = None  # type: ignore[assignment]
         else:
             _check_launch_function(self, function, args, kwargs)
-        launcher = None if self._strategy.cluster_environment.creates_processes_externally else self._strategy.launcher
+        launcher = None if self._strategy.cluster_environment.creates_processes_externally else self._strategy.launcher  # type: ignore[union-attr]
         if function is None and launcher is not None and not launcher.continues_in_caller:
             raise _LaunchNeedsFunctionError(
                 f"To spawn processes with strategy {self._strategy.name!r}, `.launch()` needs to be called with a "
@@ -242,7 +242,7 @@ class Fabric:
         if self._environment_ready:
             return
         launcher = self._strategy.launcher
-        if launcher is not None and not self._strategy.cluster_environment.creates_processes_externally:
+        if launcher is not None and not self._strategy.cluster_environment.creates_processes_externally:  # type: ignore[union-attr]
             raise RuntimeError(
                 f"strategy {self._strategy.name!r} runs {self._strategy.world_size if self._launched else 'several'} "
                 "processes: call fabric.launch() before setting anything up."
@@ -280,7 +280,7 @@ class Fabric:
         self._attach_to_model(original)
         wrapped = [self._wrap_optimizer(o) for o in new_optimizers]
         if _has_fabric_attribute(original):
-            original._fabric_optimizers = wrapped
+            original._fabric_optimizers = wrapped  # type: ignore[assignment]
         self._set_up_modules.add(original)
         self.call("on_after_setup", fabric=self, module=fabric_module)
         outputs: list[Any] = [fabric_module, *wrapped]
@@ -324,7 +324,7 @@ class Fabric:
 
     def setup_dataloaders(
         self,
-        *dataloaders: DataLoader,
+        *dataloaders: DataLoader[Any],
         replace_sampler: bool = True,
         move_to_device: bool = True,
         use_distributed_sampler: bool | None = None,
@@ -335,7 +335,8 @@ class Fabric:
         """
         if not dataloaders:
             raise ValueError("`setup_dataloaders` requires at least one dataloader as input.")
-        self._ensure_environment()
+        if not self._launched:  # the sampler needs world size and rank, known once launched (no process group)
+            self._ensure_environment()
         replace = replace_sampler if use_distributed_sampler is None else use_distributed_sampler
         from fabric_core.utilities.data import prepare_dataloader
 
@@ -363,7 +364,7 @@ class Fabric:
                 from torch._dynamo.eval_frame import OptimizedModule
 
                 # Compile the strategy's wrapper with the user's own compile settings.
-                forward_module = OptimizedModule(forward_module, compiled.dynamo_ctx)
+                forward_module = OptimizedModule(forward_module, compiled.dynamo_ctx)  # type: ignore[arg-type]
         return _FabricModule(forward_module, self._strategy, original)
 
     def _wrap_optimizer(self, optimizer: Optimizer) -> _FabricOptimizer:
@@ -408,7 +409,7 @@ class Fabric:
         """Connect a LightningModule-style model (one with a ``_fabric`` attribute) to this Fabric."""
         if not _has_fabric_attribute(original):
             return
-        original._fabric = self
+        original._fabric = self  # type: ignore[assignment]
         if not any(callback is original for callback in self._callbacks):
             self._callbacks.append(original)
 
@@ -416,7 +417,7 @@ class Fabric:
     def backward(self, tensor: Tensor, *args: Any, model: _FabricModule | None = None, **kwargs: Any) -> None:
         """Replaces ``loss.backward()``: runs through the precision plugin and the strategy."""
         if self._plain_backward:
-            tensor.backward(*args, **kwargs)
+            tensor.backward(*args, **kwargs)  # type: ignore[no-untyped-call]
             return
         module = model._forward_module if isinstance(model, _FabricModule) else model
         strategy = self._strategy
@@ -451,7 +452,7 @@ class Fabric:
         self._strategy.clip_gradients_value(inner_module, inner_optimizer, clip_val=cast(float, clip_val))
         return None
 
-    def autocast(self) -> AbstractContextManager:
+    def autocast(self) -> AbstractContextManager[object]:
         """Run the enclosed operations in the chosen precision (the module's forward already does)."""
         return self._precision.forward_context()
 
@@ -460,9 +461,9 @@ class Fabric:
         if isinstance(obj, Module):
             self._strategy.module_to_device(obj)
             return obj
-        return self._strategy.batch_to_device(obj)
+        return self._strategy.batch_to_device(obj)  # type: ignore[no-any-return]
 
-    def no_backward_sync(self, module: _FabricModule, enabled: bool = True) -> AbstractContextManager:
+    def no_backward_sync(self, module: _FabricModule, enabled: bool = True) -> AbstractContextManager[object]:
         """Skip gradient synchronisation for the enclosed forward and backward (gradient accumulation)."""
         if not isinstance(module, _FabricModule):
             raise TypeError(
@@ -501,7 +502,7 @@ class Fabric:
         """
         self._ensure_environment()
         data = _numbers_to_tensors(data, self.device)
-        return apply_to_tensors(data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads))
+        return apply_to_tensors(data, lambda t: self._strategy.all_gather(t, group=group, sync_grads=sync_grads))  # type: ignore[no-any-return]
 
     def all_reduce(
         self, data: Tensor | _Collection | int | float, group: object | None = None, reduce_op: str | ReduceOp = "mean"
@@ -514,7 +515,7 @@ class Fabric:
         reduce_op = _reduce_op_name(reduce_op)
         self._ensure_environment()
         data = _numbers_to_tensors(data, self.device)
-        return apply_to_tensors(data, lambda t: self._strategy.all_reduce(t, group=group, reduce_op=reduce_op))
+        return apply_to_tensors(data, lambda t: self._strategy.all_reduce(t, group=group, reduce_op=reduce_op))  # type: ignore[no-any-return]
 
     @contextmanager
     def rank_zero_first(self, local: bool = False) -> Generator[None, None, None]:
@@ -528,7 +529,7 @@ class Fabric:
             self.barrier("rank_zero_first")
 
     # ------------------------------------------------------------------- creation
-    def init_module(self, empty_init: bool | None = None) -> AbstractContextManager:
+    def init_module(self, empty_init: bool | None = None) -> AbstractContextManager[object]:
         """Create the module's parameters directly on the device, in the target dtype.
 
         ``empty_init=True`` skips random initialisation (for weights you load next); sharding
@@ -537,7 +538,7 @@ class Fabric:
         self._ensure_environment()
         return self._strategy.module_init_context(empty_init=empty_init)
 
-    def init_tensor(self) -> AbstractContextManager:
+    def init_tensor(self) -> AbstractContextManager[object]:
         """Create tensors directly on the device, in the target dtype."""
         self._ensure_environment()
         from contextlib import ExitStack
@@ -547,7 +548,7 @@ class Fabric:
         stack.enter_context(self._precision.tensor_init_context())
         return stack
 
-    def sharded_model(self) -> AbstractContextManager:
+    def sharded_model(self) -> AbstractContextManager[object]:
         """Shard parameters as layers are created (the reference page's name for ``init_module``).
 
         Deprecated as in Lightning: it still works, with a ``DeprecationWarning`` pointing to ``init_module``.
@@ -568,7 +569,7 @@ class Fabric:
         *,
         storage_options: dict[str, Any] | None = None,
         async_: bool = False,
-    ) -> Future | None:
+    ) -> Future[None] | None:
         """Save ``state`` (modules, optimizers, anything with ``state_dict``, plain values) to ``path``.
 
         ``path`` may be an fsspec URL (``s3://bucket/ck``); ``storage_options`` go to its filesystem.
@@ -709,7 +710,7 @@ class Fabric:
         from fabric_core.utilities.gather_for_metrics import gather_for_metrics, padded_ranks
 
         if dataloader is None:
-            padded, whole = set(), False
+            padded, whole = set(), False  # type: ignore[var-annotated]
             if self.is_global_zero and not self.__dict__.get("_warned_gather_for_metrics"):
                 self.__dict__["_warned_gather_for_metrics"] = True
                 warnings.warn(
