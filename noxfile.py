@@ -383,3 +383,12 @@ def trackers(session: nox.Session) -> None:
     session.env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"})
     _install(session, "fabric-loggers[mlflow,wandb,comet]", extra=("numpy",))
     _pytest(session, "packages/fabric-loggers/tests", markers="trackers")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy with the root pyproject's config: strict on the Fabric facade and fabric_core.plugins (the backend contract)."""
+    _install(session, "fabric-cuda", extra=("mypy==2.4.1", "numpy", "fsspec"))
+    # fabric_deepspeed, fabric_xla and fabric_loggers are not checked yet: their open mypy errors are listed in
+    # issue 18's report (signature drift from Strategy, Optional handling); add each here once it passes.
+    session.run("mypy", "-p", "fabric_core", "-p", "fabric_cuda", *session.posargs)

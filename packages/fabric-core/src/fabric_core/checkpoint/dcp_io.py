@@ -47,8 +47,8 @@ def hashing_writer(save: FolderSave) -> tuple[Any, dict[str, tuple[int, str]]]:
     if save.remote:
         writer = FsspecWriter(save.url, sync_files=False, **(save.storage_options or {}))
     else:
-        writer = FileSystemWriter(save.folder)
-    writer.fs = _HashingFileSystem(writer.fs, records)
+        writer = FileSystemWriter(save.folder)  # type: ignore[assignment]
+    writer.fs = _HashingFileSystem(writer.fs, records)  # type: ignore[assignment]
     return writer, records
 
 

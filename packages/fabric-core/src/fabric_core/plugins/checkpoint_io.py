@@ -37,7 +37,7 @@ class CheckpointIO(ABC):
 
     def save_checkpoint_async(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> Future:
+    ) -> Future[None]:
         """Snapshot ``checkpoint`` now and write it on a background thread; returns a future of the write.
 
         Writes run one at a time, in order. The default calls ``save_checkpoint`` from that thread.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -51,15 +51,15 @@ class Precision:
         """Cast ``module`` to the dtype its parameters are stored in."""
         return module
 
-    def forward_context(self) -> Any:
+    def forward_context(self) -> AbstractContextManager[object]:
         """A context manager wrapped around each forward pass."""
         return nullcontext()
 
-    def module_init_context(self) -> Any:
+    def module_init_context(self) -> AbstractContextManager[object]:
         """A context manager under which new modules are created in the target dtype."""
         return self.tensor_init_context()
 
-    def tensor_init_context(self) -> Any:
+    def tensor_init_context(self) -> AbstractContextManager[object]:
         """A context manager under which new tensors are created in the target dtype."""
         return nullcontext()
 
@@ -77,7 +77,7 @@ class Precision:
 
     def backward(self, tensor: Tensor, model: Module | None, *args: Any, **kwargs: Any) -> None:
         """Run the backward pass."""
-        tensor.backward(*args, **kwargs)
+        tensor.backward(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def post_backward(self, tensor: Tensor, module: Module | None) -> None:
         """Run after backward."""

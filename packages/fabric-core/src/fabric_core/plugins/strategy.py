@@ -181,7 +181,7 @@ class Strategy(ABC):
         """Move ``module`` to ``root_device``."""
         module.to(self.root_device)
 
-    def module_init_context(self, empty_init: bool | None = None) -> AbstractContextManager:
+    def module_init_context(self, empty_init: bool | None = None) -> AbstractContextManager[object]:
         """Context under which new modules get created on the device, in the target dtype."""
         stack = ExitStack()
         if empty_init:
@@ -194,7 +194,7 @@ class Strategy(ABC):
         stack.enter_context(self.precision.module_init_context())
         return stack
 
-    def tensor_init_context(self) -> AbstractContextManager:
+    def tensor_init_context(self) -> AbstractContextManager[object]:
         """Context under which new tensors get created on ``root_device``."""
         return self.root_device
 
@@ -224,7 +224,7 @@ class Strategy(ABC):
         """Clear the gradients of ``optimizer`` (engines that own the gradients override this)."""
         optimizer.zero_grad(set_to_none=set_to_none)
 
-    def no_backward_sync(self, module: Module, enabled: bool) -> AbstractContextManager:
+    def no_backward_sync(self, module: Module, enabled: bool) -> AbstractContextManager[None]:
         """Skip gradient synchronisation for ``module`` while the context is open."""
         return nullcontext()
 
@@ -286,7 +286,7 @@ class Strategy(ABC):
         return optimizer.state_dict()
 
     def load_optimizer_state(self, optimizer: Optimizer, state_dict: Mapping[str, Any]) -> None:
-        optimizer.load_state_dict(state_dict)
+        optimizer.load_state_dict(state_dict)  # type: ignore[arg-type]
 
     def save_checkpoint(
         self,
@@ -295,7 +295,7 @@ class Strategy(ABC):
         storage_options: Any = None,
         filter: dict[str, Callable[[str, Any], bool]] | None = None,
         async_: bool = False,
-    ) -> Future | None:
+    ) -> Future[None] | None:
         """Convert ``state`` to plain data and write it from global rank 0 (in the background with ``async_``)."""
         from fabric_core.checkpoint.state import convert_state_for_saving
 
@@ -309,6 +309,7 @@ class Strategy(ABC):
         if self.is_global_zero:
             self.checkpoint_io.save_checkpoint(converted, path, storage_options=storage_options)
         self.barrier("save_checkpoint")
+        return None
 
     def load_checkpoint(
         self,

@@ -27,7 +27,7 @@ def factorizations(world_size: int, dims: int) -> list[tuple[int, ...]]:
     """Every ordered tuple of ``dims`` positive integers whose product is ``world_size``."""
     if dims == 1:
         return [(world_size,)]
-    found = []
+    found: list[tuple[int, ...]] = []
     for first in range(1, world_size + 1):
         if world_size % first == 0:
             found.extend((first, *rest) for rest in factorizations(world_size // first, dims - 1))

@@ -18,7 +18,8 @@ def apply_to_tensors(data: Any, function: Callable[[torch.Tensor], Any]) -> Any:
         if type(data) is dict:
             return items
         try:
-            return type(data)(items)
+            mapping_type: Any = type(data)
+            return mapping_type(items)
         except TypeError:  # mappings whose constructor takes other arguments (defaultdict)
             return items
     if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple

@@ -55,7 +55,7 @@ def free_memory() -> None:
         backend = getattr(torch, name, None)
         initialized = getattr(backend, "is_initialized", None)
         started = initialized() if callable(initialized) else bool(backend is not None and backend.is_available())
-        if started and hasattr(backend, "empty_cache"):
+        if started and backend is not None and hasattr(backend, "empty_cache"):
             backend.empty_cache()
 
 

@@ -60,7 +60,7 @@ def _shared_seed() -> int:
     return global_seed()
 
 
-def _sharded_sampling(loader: DataLoader, kwargs: dict[str, int]) -> dict[str, Any]:
+def _sharded_sampling(loader: DataLoader, kwargs: dict[str, Any]) -> dict[str, Any]:
     batch_sampler = loader.batch_sampler
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         # A custom batch sampler: each rank takes whole batches of it in turn.

@@ -24,7 +24,8 @@ def capture_rng_states() -> dict[str, Any]:
     try:
         import numpy as np
 
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        legacy_state: Any = np.random.get_state()  # the legacy tuple (a dict only with legacy=False)
+        kind, keys, pos, has_gauss, cached = legacy_state
         states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached)
     except ImportError:
         pass

@@ -42,8 +42,13 @@ class DistributedSamplerWrapper(DistributedSampler):
         drop_last: bool = False,
     ) -> None:
         super().__init__(
-            _IndexList(sampler), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
-        )  # type: ignore[arg-type]
+            _IndexList(sampler),  # type: ignore[arg-type]
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
 
     @property
     def sampler(self) -> Iterable[Any]:

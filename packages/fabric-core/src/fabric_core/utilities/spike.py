@@ -87,7 +87,7 @@ class SpikeDetection:
         finite = bool(torch.isfinite(torch.tensor(value)))
         if fabric.world_size > 1:
             flags = torch.tensor([float(spike), float(not finite)], device=fabric.device)
-            flags = fabric.all_reduce(flags, reduce_op="sum")
+            flags = fabric.all_reduce(flags, reduce_op="sum")  # type: ignore[assignment]
             spike, finite = bool(flags[0] > 0), bool(flags[1] == 0)
         if spike:
             self._handle_spike(fabric, batch_idx)

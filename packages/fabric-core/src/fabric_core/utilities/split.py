@@ -27,7 +27,8 @@ def split_items(items: Any, world_size: int, rank: int, apply_padding: bool = Fa
             raise ValueError(
                 f"split_between_processes needs every value of a dict to have the same length, got {lengths}."
             )
-        return type(items)({key: split_items(value, world_size, rank, apply_padding) for key, value in items.items()})
+        mapping_type: Any = type(items)
+        return mapping_type({key: split_items(value, world_size, rank, apply_padding) for key, value in items.items()})
     length = _length(items, "items")
     start, stop = share_bounds(length, world_size, rank)
     share = items[start:stop]

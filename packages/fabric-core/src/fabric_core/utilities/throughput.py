@@ -163,8 +163,8 @@ class ThroughputMonitor(Throughput):
         self._fabric = fabric
         self.step = -1
         self.update = rank_zero_only(self.update)  # type: ignore[method-assign]
-        self.compute = rank_zero_only(self.compute, default={})  # type: ignore[method-assign]
-        self.compute_and_log = rank_zero_only(self.compute_and_log, default={})  # type: ignore[method-assign]
+        self.compute = rank_zero_only(self.compute, default={})  # type: ignore[method-assign,assignment]
+        self.compute_and_log = rank_zero_only(self.compute_and_log, default={})  # type: ignore[method-assign,assignment]
         self.reset = rank_zero_only(self.reset)  # type: ignore[method-assign]
 
     def compute_and_log(self, step: int | None = None, **kwargs: Any) -> Metrics:

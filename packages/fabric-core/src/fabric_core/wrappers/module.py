@@ -42,7 +42,7 @@ def unwrap_compiled(module: Module) -> Module:
     """The module inside a ``torch.compile`` wrapper (or ``module`` itself)."""
     compiled = _compiled_class()
     while compiled is not None and isinstance(module, compiled):
-        module = module._orig_mod
+        module = module._orig_mod  # type: ignore[assignment]
     return module
 
 

@@ -57,7 +57,7 @@ class TorchCollective(Collective):
 
     def all_reduce(self, tensor: Tensor, op: str | ReduceOp | ReduceOp.RedOpType = "sum") -> Tensor:
         native, average = self._native_op(op)
-        dist.all_reduce(tensor, op=native, group=self.group)  # type: ignore[arg-type]
+        dist.all_reduce(tensor, op=native, group=self.group)
         if average:
             tensor.div_(self.world_size)
         return tensor
@@ -70,7 +70,7 @@ class TorchCollective(Collective):
         return tensor
 
     def all_gather(self, tensor_list: list[Tensor], tensor: Tensor) -> list[Tensor]:
-        dist.all_gather(tensor_list, tensor, group=self.group)  # type: ignore[arg-type]
+        dist.all_gather(tensor_list, tensor, group=self.group)
         return tensor_list
 
     def gather(self, tensor: Tensor, gather_list: list[Tensor], dst: int = 0) -> list[Tensor]:
@@ -85,13 +85,13 @@ class TorchCollective(Collective):
         self, output: Tensor, input_list: list[Tensor], op: str | ReduceOp | ReduceOp.RedOpType = "sum"
     ) -> Tensor:
         native, average = self._native_op(op)
-        dist.reduce_scatter(output, input_list, op=native, group=self.group)  # type: ignore[arg-type]
+        dist.reduce_scatter(output, input_list, op=native, group=self.group)
         if average:
             output.div_(self.world_size)
         return output
 
     def all_to_all(self, output_tensor_list: list[Tensor], input_tensor_list: list[Tensor]) -> list[Tensor]:
-        dist.all_to_all(output_tensor_list, input_tensor_list, group=self.group)  # type: ignore[arg-type]
+        dist.all_to_all(output_tensor_list, input_tensor_list, group=self.group)
         return output_tensor_list
 
     def send(self, tensor: Tensor, dst: int, tag: int = 0) -> None:
@@ -102,7 +102,7 @@ class TorchCollective(Collective):
         return tensor
 
     def all_gather_object(self, object_list: list[Any], obj: Any) -> list[Any]:
-        dist.all_gather_object(object_list, obj, group=self.group)  # type: ignore[arg-type]
+        dist.all_gather_object(object_list, obj, group=self.group)
         return object_list
 
     def broadcast_object_list(self, object_list: list[Any], src: int, device: torch.device | None = None) -> list[Any]:
@@ -120,7 +120,7 @@ class TorchCollective(Collective):
         return scatter_object_output_list
 
     def barrier(self, device_ids: list[int] | None = None) -> None:
-        if self.group == dist.GroupMember.NON_GROUP_MEMBER:
+        if self.group == dist.GroupMember.NON_GROUP_MEMBER:  # type: ignore[comparison-overlap]
             return  # not in this group: nothing to wait for
         dist.barrier(group=self.group, device_ids=device_ids)  # type: ignore[arg-type]
 
@@ -150,7 +150,7 @@ class TorchCollective(Collective):
 
     def teardown(self: Self) -> Self:
         """Destroy this instance's group, and the default group if this instance created it and it is the last."""
-        member = self.group != dist.GroupMember.NON_GROUP_MEMBER
+        member = self.group != dist.GroupMember.NON_GROUP_MEMBER  # type: ignore[comparison-overlap]
         super().teardown()
         world = dist.GroupMember.WORLD
         if self._initialised_default_group and member and world is not None and _only_default_group_left():
@@ -173,13 +173,14 @@ class TorchCollective(Collective):
     @classmethod
     def new_group(cls, **kwargs: Any) -> CollectibleGroup:
         """``torch.distributed.new_group(**kwargs)``; every process of the world must call it, members or not."""
-        return dist.new_group(**kwargs)
+        group: CollectibleGroup = dist.new_group(**kwargs)
+        return group
 
     @classmethod
     def destroy_group(cls, group: CollectibleGroup) -> None:
         # processes outside the group hold a placeholder that is not a registered group
         if group in dist.distributed_c10d._world.pg_map:
-            dist.destroy_process_group(group)  # type: ignore[arg-type]
+            dist.destroy_process_group(group)
 
     def _native_op(self, op: str | ReduceOp | ReduceOp.RedOpType) -> tuple[Any, bool]:
         """The ``ReduceOp`` to call torch with, and whether to divide by the group size afterwards."""
