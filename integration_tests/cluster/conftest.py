@@ -61,8 +61,12 @@ def run(
 
 
 def result_lines(output: str) -> list[str]:
-    """The lines of the digits example that state the training result (per epoch and final)."""
-    lines = [line.strip() for line in output.splitlines() if re.match(r"\s*(epoch \d+/\d+|final test accuracy)", line)]
+    """The lines of the digits example that state the training result (per epoch and final).
+
+    Progress bars (``fabric.progress`` draws one in a terminal, as under ``srun --pty``) are left out.
+    """
+    pattern = re.compile(r"epoch \d+/\d+\s.*?test accuracy [0-9.]+|final test accuracy [0-9.]+")
+    lines = [match.group(0) for line in output.splitlines() if (match := pattern.search(line))]
     assert lines, output
     return lines
 
