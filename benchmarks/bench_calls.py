@@ -141,6 +141,10 @@ def lightning_step(precision: str, strategy: str = "auto", devices: int = 1) -> 
         from lightning_fabric import Fabric
     except ImportError:
         return None
+    import warnings
+
+    # Lightning notices a SLURM installation on the machine and says so; not about this measurement.
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
     fabric = Fabric(accelerator="cpu", strategy=strategy, devices=devices, precision=precision)
     fabric.launch()
     model, optimizer, x, y = _parts()
@@ -151,8 +155,10 @@ def lightning_step(precision: str, strategy: str = "auto", devices: int = 1) -> 
 def accelerate_step(precision: str) -> Callable | None:
     try:
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
     except ImportError:
         return None
+    AcceleratorState._reset_state(reset_partial_state=True)  # its state is per process; each path needs its own
     accelerator = Accelerator(cpu=True, mixed_precision={"32-true": "no", "bf16-mixed": "bf16"}[precision])
     model, optimizer, x, y = _parts()
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -215,12 +221,16 @@ def distributed_worker(result_file: str) -> None:
     model, _, x, y = _parts()
     ddp = DistributedDataParallel(model)
     hand = count_calls(plain_step(ddp, torch.optim.AdamW(ddp.parameters(), lr=1e-3), x, y))
-    rows.append(_peers({"path": "ddp", "processes": 2, "hand": hand, "fabric": count_calls(fabric_ddp)}, "32-true"))
+    rows.append(
+        _peers({"path": "ddp", "processes": 2, "hand": hand, "fabric": count_calls(fabric_ddp)}, "32-true", "ddp", 2)
+    )
 
     from torch.distributed.fsdp import fully_shard
 
     model, _, x, y = _parts()
-    fully_shard(model)
+    # Fabric's FULL_SHARD reshards the root after forward too (torch's default, None, keeps the root gathered):
+    # the same setting here, so the table shows the wrappers' calls, not one all-gather more or less.
+    fully_shard(model, reshard_after_forward=True)
     hand = count_calls(plain_step(model, torch.optim.AdamW(model.parameters(), lr=1e-3), x, y))
     fabric = count_calls(fabric_step("32-true", strategy="fsdp", devices=2))
     rows.append({"path": "fsdp (fully_shard)", "processes": 2, "hand": hand, "fabric": fabric})

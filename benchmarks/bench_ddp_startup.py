@@ -1,15 +1,23 @@
-"""Time from start to the first optimizer step of a 2-process DDP job on CPU: fabric against raw torch.
+"""Time from starting a 2-process DDP job on CPU to rank 0's first finished optimizer step.
 
 Each sample starts ``ddp_startup_worker.py`` in a fresh interpreter (so imports count, as they do
-for a user) and measures until rank 0 has taken its first optimizer step. Raw: torch.multiprocessing
-spawn, gloo ``init_process_group``, ``DistributedDataParallel``. Fabric:
-``Fabric(strategy="ddp_spawn", devices=2, accelerator="cpu").launch(fn)``. The two alternate round
-by round; the ratio is taken within each round. Target: fabric within 10% of raw.
+for a user) and measures until rank 0 has taken its first optimizer step. The ways a user starts it:
+
+- ``python train.py`` with ``Fabric(strategy="ddp", devices=2).launch()`` (the script re-runs itself);
+- ``fabric run --devices 2 train.py`` and ``torchrun --nproc-per-node 2 train.py`` (the same script);
+- ``Fabric(strategy="ddp_spawn").launch(fn)`` (spawned workers).
+
+Baselines in the same run: raw torch (``torch.multiprocessing.spawn`` + ``init_process_group`` +
+``DistributedDataParallel``; the same raw script under torchrun) and, with ``FABRIC_BENCH_PEERS=1``,
+Lightning Fabric's self-relaunch. All contenders alternate round by round; medians and the
+interquartile spread are printed. Targets: Fabric's spawn within 10% of raw spawn, torchrun within 10%
+of raw torchrun, the self-relaunch at most 60% of Lightning's.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,57 +28,82 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, header, interleave, table, verdict
 
 HERE = Path(__file__).resolve().parent
-TARGET = 1.10
-WORKER = HERE / "ddp_startup_worker.py"
+WORKER = str(HERE / "ddp_startup_worker.py")
+PY = sys.executable
+TORCHRUN = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+FABRIC_RUN = [PY, "-m", "fabric_core.cli", "run", "--devices", "2", "--accelerator", "cpu"]
+
+# contender -> (command before the result file, baseline it is compared with, target ratio)
+CONTENDERS: dict[str, tuple[list[str], str | None, float | None]] = {
+    "raw spawn": ([PY, WORKER, "raw"], None, None),
+    "fabric ddp_spawn": ([PY, WORKER, "fabric"], "raw spawn", 1.10),
+    "fabric python train.py": ([PY, WORKER, "script"], "raw spawn", None),
+    "raw torchrun": ([*TORCHRUN, WORKER, "raw_env"], None, None),
+    "fabric under torchrun": ([*TORCHRUN, WORKER, "script"], "raw torchrun", 1.10),
+    "fabric run": ([*FABRIC_RUN, WORKER, "script"], "raw torchrun", None),
+}
+PEER = ("lightning python train.py", [PY, WORKER, "lightning"])
 
 
-def first_step(mode: str, total: list[float]) -> float:
+def first_step(command: list[str], total: list[float]) -> float:
     """Seconds from starting the job to rank 0's first optimizer step; the job's whole wall time goes to ``total``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "first_step"
         start = time.time()
-        result = subprocess.run(
-            [sys.executable, str(WORKER), mode, str(path)], capture_output=True, text=True, timeout=300
-        )
+        result = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=300, env=env)
         total.append(time.time() - start)
         if result.returncode != 0 or not path.exists():
-            raise RuntimeError(f"{mode} job failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise RuntimeError(f"{command} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
         return float(path.read_text()) - start
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--quick", action="store_true", help="2 rounds (a smoke run)")
     args = parser.parse_args(argv)
     rounds = 2 if args.quick else args.rounds
 
-    totals: dict[str, list[float]] = {"raw torch": [], "fabric": []}
-    first_step("raw", [])  # warm the file cache
+    contenders = {name: spec[0] for name, spec in CONTENDERS.items()}
+    targets: dict[str, tuple[str | None, float | None]] = {name: spec[1:] for name, spec in CONTENDERS.items()}
+    if os.environ.get("FABRIC_BENCH_PEERS") == "1":
+        try:
+            import lightning_fabric  # noqa: F401
+        except ImportError:
+            emit("(FABRIC_BENCH_PEERS=1 but lightning_fabric is not installed: no Lightning row)")
+        else:
+            contenders[PEER[0]] = PEER[1]
+            targets[PEER[0]] = (None, None)
+            targets["fabric python train.py"] = (PEER[0], 0.60)
+
+    totals: dict[str, list[float]] = {name: [] for name in contenders}
+    first_step(contenders["raw spawn"], [])  # warm the file cache
     samples = interleave(
         {
-            "raw torch": lambda: first_step("raw", totals["raw torch"]),
-            "fabric": lambda: first_step("fabric", totals["fabric"]),
+            name: (lambda command=command, name=name: first_step(command, totals[name]))
+            for name, command in contenders.items()
         },
         rounds,
     )
     emit(header(f"2-process DDP on CPU (gloo): start to first optimizer step (median of {rounds} interleaved rounds)"))
     rows = []
-    for name in ("raw torch", "fabric"):
-        ratio = samples.ratio(name, "raw torch")
-        target = f"<= {TARGET:.2f}x {verdict(ratio, TARGET)}" if name == "fabric" else ""
+    for name in contenders:
+        baseline, target = targets[name]
+        ratio = samples.ratio(name, baseline) if baseline else None
         whole = sorted(totals[name])[len(totals[name]) // 2]
         rows.append(
             [
                 name,
                 f"{samples.median(name):.2f} s",
-                f"{ratio:.3f}x",
+                f"{ratio:.2f}x {baseline}" if ratio is not None else "",
                 f"{whole:.2f} s",
                 f"±{samples.spread(name) * 100:.0f}%",
-                target,
+                f"<= {target:.2f}x {verdict(ratio, target)}" if target is not None and ratio is not None else "",
             ]
         )
-    emit(table(["contender", "to first step", "vs raw", "whole job", "spread", "target"], rows))
+    emit(table(["how it starts", "to first step", "ratio", "whole job", "spread", "target"], rows))
 
 
 if __name__ == "__main__":

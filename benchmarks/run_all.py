@@ -3,6 +3,7 @@
     python benchmarks/run_all.py                 # all of them, full length (~10 minutes on 2 cores)
     python benchmarks/run_all.py --quick         # a smoke run: few, short rounds
     python benchmarks/run_all.py step import     # only these
+    python benchmarks/run_all.py calls --write-docs   # and put the calls table into docs/pages/performance.md
 
 Every table compares contenders measured side by side in the same run (interleaved rounds,
 medians), with the machine and the versions in its header, and marks each target PASS or MISS.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
+    "calls": "bench_calls.py",
     "import": "bench_import.py",
     "step": "bench_step.py",
     "step_gpu": "bench_step_gpu.py",
@@ -28,6 +30,8 @@ BENCHMARKS = {
     "loggers": "bench_loggers.py",
 }
 
+WRITES_DOCS = ("calls",)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
     )
     parser.add_argument("--quick", action="store_true", help="short smoke runs instead of measurements")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="benchmarks that keep a table in the docs rewrite it (calls)"
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -44,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         start = time.perf_counter()
         command = [sys.executable, str(HERE / BENCHMARKS[name]), *(["--quick"] if args.quick else [])]
+        if args.write_docs and name in WRITES_DOCS:
+            command.append("--write-docs")
         result = subprocess.run(command)
         print(f"({name}: {time.perf_counter() - start:.0f} s)\n", flush=True)
         if result.returncode != 0:
