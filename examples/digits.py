@@ -1,6 +1,6 @@
 """Train a small image classifier on scikit-learn's bundled 8x8 digits (no download) with Fabric.
 
-python examples/digits.py                          # one process
+python examples/digits.py                          # one process (--logger tensorboard|csv|mlflow)
 fabric run --devices 2 examples/digits.py          # two processes (DDP over gloo on CPU)
 torchrun --nproc-per-node 2 examples/digits.py     # the same script under torchrun
 """
@@ -57,13 +57,17 @@ def main() -> float:
     parser.add_argument("--strategy", default="auto")
     parser.add_argument("--devices", default="auto")
     parser.add_argument("--precision", default="32-true")
-    parser.add_argument("--logger", choices=["none", "tensorboard", "csv"], default="none")
+    parser.add_argument("--logger", choices=["none", "tensorboard", "csv", "mlflow"], default="none")
     parser.add_argument("--log-dir", default="logs")
     parser.add_argument("--checkpoint", default=None, help="save the final state here")
     args = parser.parse_args()
 
     loggers = []
-    if args.logger != "none":
+    if args.logger == "mlflow":  # pip install "fabric-core[mlflow]"; then: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+        from fabric_loggers import MLflowLogger
+
+        loggers.append(MLflowLogger(experiment_name="digits", save_dir="mlruns"))
+    elif args.logger != "none":
         from fabric_loggers import CSVLogger, TensorBoardLogger  # pip install "fabric-core[loggers]"
 
         loggers.append((TensorBoardLogger if args.logger == "tensorboard" else CSVLogger)(args.log_dir, name="digits"))
@@ -77,6 +81,8 @@ def main() -> float:
     )
     fabric.launch()
     fabric.seed_everything(args.seed)
+    for logger in fabric.loggers:
+        logger.log_hyperparams(vars(args))
 
     train_set, test_set = make_data(args.seed)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
