@@ -25,8 +25,9 @@ def test_registered_as_cuda_and_gpu() -> None:
     assert registry.load("accelerator", "gpu") is CUDAAccelerator
 
 
-def test_outranks_the_cpu_for_auto() -> None:
-    assert CUDAAccelerator.auto_priority > CPUAccelerator.auto_priority
+def test_outranks_the_cpu_for_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_gpus(monkeypatch, 2)
+    assert CUDAAccelerator.auto_select_priority() > CPUAccelerator.auto_select_priority()
 
 
 def test_auto_picks_cuda_when_gpus_are_visible(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,11 @@ class CUDAAccelerator(Accelerator):
     """
 
     name = "cuda"
-    auto_priority = 10  # above the CPU (0): accelerator="auto" takes the GPUs when there are any
+
+    @classmethod
+    def auto_select_priority(cls) -> int | None:
+        """Above the CPU (0): accelerator="auto" takes the GPUs when there are any."""
+        return 10 if cls.is_available() else None
 
     def __init__(self) -> None:
         self._precision: str | None = None

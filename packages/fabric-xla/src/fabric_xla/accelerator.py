@@ -33,7 +33,6 @@ class XLAAccelerator(Accelerator):
     """
 
     name = "tpu"
-    auto_priority = TPU_AUTO_PRIORITY
 
     @classmethod
     def auto_select_priority(cls) -> int | None:
@@ -90,9 +89,6 @@ class XLAAccelerator(Accelerator):
     def default_process_group_backend(self) -> str:
         return "xla"
 
-    def supported_precisions(self) -> tuple[str, ...]:
-        return SUPPORTED_PRECISIONS
-
     def check_precision(self, precision: str) -> None:
         """Explain the float16 / float64 refusals: TPUs compute in bfloat16 and lack float64."""
         if precision in ("16-mixed", "16-true"):
@@ -105,7 +101,11 @@ class XLAAccelerator(Accelerator):
                 "precision='64-true' is not supported on XLA devices (TPUs have no float64 units). "
                 f"Supported: {', '.join(repr(p) for p in SUPPORTED_PRECISIONS)}."
             )
-        super().check_precision(precision)
+        if precision not in SUPPORTED_PRECISIONS:
+            raise MisconfigurationError(
+                f"precision={precision!r} is not supported on accelerator {self.name!r}. "
+                f"Supported: {', '.join(repr(p) for p in SUPPORTED_PRECISIONS)}."
+            )
 
     def create_precision(self, precision: str) -> Precision | None:
         from fabric_xla.precision import xla_precision

@@ -18,7 +18,6 @@ class CPUAccelerator(Accelerator):
     """Runs on the host CPU; ``devices`` counts processes (each uses the CPU)."""
 
     name = CallableName("cpu")
-    auto_priority = 0
 
     @staticmethod
     def is_available() -> bool:
@@ -49,8 +48,15 @@ class CPUAccelerator(Accelerator):
         if torch.device(device).type != "cpu":
             raise ValueError(f"Device should be CPU, got {device} instead.")
 
-    def supported_precisions(self) -> tuple[str, ...]:
-        return ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true", "16-mixed")
+    def check_precision(self, precision: str) -> None:
+        supported = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true", "16-mixed")
+        if precision not in supported:
+            from fabric_core.errors import MisconfigurationError
+
+            raise MisconfigurationError(
+                f"precision={precision!r} is not supported on accelerator {self.name!r}. "
+                f"Supported: {', '.join(repr(p) for p in supported)}."
+            )
 
     def create_precision(self, precision: str) -> Precision | None:
         """``16-mixed`` becomes ``bf16-mixed`` with a warning, as in Lightning (no fp16 AMP on the CPU)."""

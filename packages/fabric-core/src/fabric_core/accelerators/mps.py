@@ -16,7 +16,10 @@ class MPSAccelerator(Accelerator):
     """The Metal GPU of an Apple-silicon Mac. Set ``DISABLE_MPS=1`` to keep ``"auto"`` on the CPU."""
 
     name = CallableName("mps")
-    auto_priority = 5  # above the CPU, below CUDA (which no Mac has)
+
+    @classmethod
+    def auto_select_priority(cls) -> int | None:
+        return 5 if cls.is_available() else None  # above the CPU, below CUDA (which no Mac has)
 
     @staticmethod
     def is_available() -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from fabric_core.checkpoint.atomic import atomic_write, remove
+from fabric_core.checkpoint.atomic import atomic_write
 from fabric_core.checkpoint.errors import CheckpointError
 from fabric_core.checkpoint.integrity import ALGORITHM, INTEGRITY_KEY, HashingWriter, verify_single_file
 from fabric_core.checkpoint.storage import check_location, filesystem, is_remote, local_path
@@ -140,6 +140,3 @@ class TorchCheckpointIO(CheckpointIO):
                 f"up to format {FORMAT_VERSION}. Upgrade: pip install -U fabric-core"
             )
         return data
-
-    def remove_checkpoint(self, path: str | Path, storage_options: Any = None) -> None:
-        remove(path, storage_options)

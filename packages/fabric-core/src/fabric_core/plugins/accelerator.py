@@ -17,8 +17,9 @@ class Accelerator(ABC):
     Contract for backend authors:
 
     - ``name`` is the registry name users pass as ``Fabric(accelerator=...)``.
-    - ``auto_priority`` orders accelerators for ``accelerator="auto"``: the available one with the
-      highest priority wins (CPU is 0, so any real accelerator beats it).
+    - ``auto_select_priority()`` orders accelerators for ``accelerator="auto"``: the one with the
+      highest priority wins (CPU is 0, so any real accelerator beats it); ``None`` keeps "auto" away.
+    - ``check_precision`` refuses a precision this device cannot run, naming the ones it can.
     - ``is_available`` and ``auto_device_count`` must be cheap and must not initialise the device
       runtime in the calling process (so that forking child processes stays safe).
     - ``parse_devices`` turns the user's ``devices`` argument into a list of device indices and
@@ -26,7 +27,6 @@ class Accelerator(ABC):
     """
 
     name: ClassVar[str] = ""
-    auto_priority: ClassVar[int] = 0
 
     @staticmethod
     @abstractmethod
@@ -37,10 +37,10 @@ class Accelerator(ABC):
     def auto_select_priority(cls) -> int | None:
         """Priority for ``accelerator="auto"``, or ``None`` when "auto" must not pick this accelerator.
 
-        Defaults to ``auto_priority`` where available. A backend that can run on an emulated device
+        Defaults to 0 (the CPU's) where available. A backend that can run on an emulated device
         (XLA on the CPU) returns ``None`` there while still accepting an explicit request.
         """
-        return cls.auto_priority if cls.is_available() else None
+        return 0 if cls.is_available() else None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -71,20 +71,8 @@ class Accelerator(ABC):
         """The ``torch.distributed`` backend for collectives between devices of this kind."""
         return "gloo"
 
-    def supported_precisions(self) -> tuple[str, ...] | None:
-        """Precisions this accelerator can run, or ``None`` when every precision is accepted."""
-        return None
-
     def check_precision(self, precision: str) -> None:
-        """Raise ``MisconfigurationError`` when ``precision`` cannot run here, saying what can."""
-        supported = self.supported_precisions()
-        if supported is not None and precision not in supported:
-            from fabric_core.errors import MisconfigurationError
-
-            raise MisconfigurationError(
-                f"precision={precision!r} is not supported on accelerator {self.name!r}. "
-                f"Supported: {', '.join(repr(p) for p in supported)}."
-            )
+        """Raise ``MisconfigurationError`` when ``precision`` cannot run here, saying what can (default: all run)."""
 
     def create_precision(self, precision: str) -> Precision | None:
         """An accelerator-specific implementation of ``precision`` (a CUDA grad scaler), or ``None``.

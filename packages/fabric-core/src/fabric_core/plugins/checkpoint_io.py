@@ -31,10 +31,6 @@ class CheckpointIO(ABC):
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool = True) -> dict[str, Any]:
         """Read the checkpoint stored at ``path``."""
 
-    @abstractmethod
-    def remove_checkpoint(self, path: str | Path) -> None:
-        """Delete the checkpoint at ``path``."""
-
     def save_checkpoint_async(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> Future[None]:

@@ -43,11 +43,6 @@ class Logger(ABC):
         """The folder this run writes to, if it writes files."""
         return None
 
-    @property
-    def group_separator(self) -> str:
-        """The separator a logger uses to group metrics (``train/loss``)."""
-        return "/"
-
     @abstractmethod
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record scalar ``metrics`` at ``step`` (``None``: the step after the last one this logger saw)."""

@@ -35,9 +35,6 @@ class Strategy(ABC):
     - ``requires_joint_setup``: ``True`` when module and optimizers must be set up together in one
       call (DeepSpeed builds one engine from both); ``setup_module`` alone then works only for
       inference and ``setup_optimizer`` raises.
-    - ``requires_module_before_optimizer``: ``True`` when parameters change identity during module
-      setup (sharding), so the optimizer must be created after ``setup_module``; such a strategy
-      refuses ``setup(model, optimizer)`` itself, saying which parameters to build the optimizer from.
     - ``supports_no_backward_sync``: whether ``no_backward_sync`` really skips gradient
       communication; when ``False`` Fabric warns and runs normally. It may be an instance property
       where it depends on the configuration (a ZeRO stage).
@@ -49,7 +46,6 @@ class Strategy(ABC):
     name: ClassVar[str] = ""
     is_distributed: ClassVar[bool] = False
     requires_joint_setup: ClassVar[bool] = False
-    requires_module_before_optimizer: ClassVar[bool] = False
     supports_no_backward_sync: ClassVar[bool] = False
     #: ``True`` when one process drives every device (SPMD): several devices, yet one process.
     one_process_drives_all_devices: ClassVar[bool] = False

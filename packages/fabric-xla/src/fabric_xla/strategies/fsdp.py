@@ -43,7 +43,6 @@ class XLAFSDPStrategy(XLAStrategy):
     """
 
     name = "xla_fsdp"
-    requires_module_before_optimizer = True
     supports_no_backward_sync = False
 
     def __init__(
