@@ -169,9 +169,6 @@ def example(session: nox.Session) -> None:
     session.run("python", "examples/digits.py", *session.posargs)
 
 
-DEV_PACKAGES = ("fabric-core", "fabric-cuda", "fabric-deepspeed", "fabric-loggers")  # fabric-xla needs torch 2.9
-
-
 @nox.session(venv_backend="none", default=False)
 def dev(session: nox.Session) -> None:
     """A development environment: .venv/ with every CPU package editable, the `fabric` and `torchrun` commands.
@@ -190,7 +187,8 @@ def dev(session: nox.Session) -> None:
     session.run(*pip, TORCH, *TEST_TOOLS, "numpy", "fsspec", "scikit-learn", "tqdm", "ruff>=0.6", external=True)
     constraint = target / "torch-pin.txt"
     constraint.write_text(TORCH + "\n")
-    editable = [arg for name in DEV_PACKAGES for arg in ("-e", _pkg(name))]
+    packages = ("fabric-core", "fabric-cuda", "fabric-deepspeed", "fabric-loggers")  # fabric-xla needs torch 2.9
+    editable = [arg for name in packages for arg in ("-e", _pkg(name))]
     session.run(*pip, "-c", str(constraint), *editable, external=True)
     session.run(str(target / "bin" / "fabric"), "--help", external=True, silent=True)
     session.log(
