@@ -93,14 +93,14 @@ class Throughput:
             lengths: items (tokens) seen so far (at least ``samples``).
             flops: FLOPs this device spent since the previous ``update`` (see ``measure_flops``).
         """
+        self._time.append(time)
         if samples < batches:
             raise ValueError(f"Expected samples ({samples}) to be greater or equal than batches ({batches})")
-        if lengths is not None and lengths < samples:
-            raise ValueError(f"Expected lengths ({lengths}) to be greater or equal than samples ({samples})")
-        self._time.append(time)
         self._batches.append(batches)
         self._samples.append(samples)
         if lengths is not None:
+            if lengths < samples:
+                raise ValueError(f"Expected lengths ({lengths}) to be greater or equal than samples ({samples})")
             self._lengths.append(lengths)
             if len(self._samples) != len(self._lengths):
                 raise RuntimeError(
@@ -235,10 +235,9 @@ def get_available_flops(device: torch.device, dtype: torch.dtype | str) -> int |
     if chip is None:
         rank_zero_warn(f"FLOPs not found for {device_name!r}")
         return None
-    if dtype is torch.float32 and torch.get_float32_matmul_precision() != "highest":
-        major, _ = torch.cuda.get_device_capability(device)
-        dtype = "tf32" if major >= 8 else dtype
     table = _CUDA_PEAK_FLOPS[chip]
+    if dtype is torch.float32 and torch.get_float32_matmul_precision() != "highest" and "tf32" in table:
+        dtype = "tf32"  # float32 matmuls run on tensor cores (Ampere and later list a tf32 figure)
     if dtype not in table:
         rank_zero_warn(f"{device_name!r} does not support {dtype}")
         return None
