@@ -53,3 +53,7 @@ def __getattr__(name: str) -> Any:
     if found is None:
         raise AttributeError(f"module 'fabric_core.strategies' has no attribute {name!r}")
     return found
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
