@@ -117,7 +117,10 @@ def recover_previous(target: Path) -> None:
     """Bring back a local checkpoint whose swap a crash interrupted (only the previous copy exists)."""
     previous = target.with_name(PREVIOUS_PREFIX + target.name)
     if previous.exists() and not target.exists():
-        os.replace(previous, target)
+        try:
+            os.replace(previous, target)
+        except FileNotFoundError:  # another rank brought it back first
+            pass
 
 
 @dataclass

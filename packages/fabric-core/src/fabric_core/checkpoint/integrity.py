@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 ALGORITHM = "xxh3_128"
 CHUNK = 16 << 20
+#: records at least this large are written and hashed in parallel
+PARALLEL_MIN = 4 << 20
 #: zip "end of central directory" record: 22 bytes, the last two the comment length.
 _EOCD_SIGNATURE = b"PK\x05\x06"
 _EOCD_SIZE = 22
@@ -53,6 +55,7 @@ class HashingWriter:
         self._tail = b""
         #: checksum of every byte written (the trailer included), set by :meth:`finish`
         self.file_digest = ""
+        self._pool: Any = None
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
@@ -74,8 +77,19 @@ class HashingWriter:
         return length
 
     def _emit(self, view: memoryview) -> None:
-        self.hasher.update(view)
-        self.raw.write(view)
+        if len(view) >= PARALLEL_MIN:
+            # large records (tensor data): write on a helper thread while this one hashes the same bytes
+            # (both release the GIL); the caller's buffer stays valid until both are done
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fabric-hashing-writer")
+            pending = self._pool.submit(self.raw.write, view)
+            self.hasher.update(view)
+            pending.result()
+        else:
+            self.hasher.update(view)
+            self.raw.write(view)
         self.size += len(view)
         self.written += len(view)
 
@@ -85,6 +99,9 @@ class HashingWriter:
         Returns the checksum stored in the trailer (of the bytes before it); ``file_digest`` then
         holds the checksum of the whole file.
         """
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         tail, self._tail = self._tail, b""
         if self._hold and len(tail) == _EOCD_SIZE and tail[:4] == _EOCD_SIGNATURE and tail[-2:] == b"\0\0":
             self._emit(memoryview(tail[:-2] + TRAILER_SIZE.to_bytes(2, "little")))
