@@ -262,3 +262,84 @@ def test_fabric_accepts_fsdp_strategy_object_with_lightning_arguments():
     strategy = FSDPStrategy(sharding_strategy="SHARD_GRAD_OP", state_dict_type="full", cpu_offload=False)
     fabric = Fabric(accelerator="cpu", devices=2, strategy=strategy)
     assert fabric.strategy is strategy
+
+
+# ------------------------------------------------------------------------------------------------
+# Collectives on sub-groups (Lightning's decoupled RL example: rank 0 plays, ranks 1..N-1 train).
+COLLECTIVES_SCRIPT = r"""
+import json, socket, sys
+import torch
+import torch.multiprocessing as mp
+from fabric_core.plugins.collectives import CollectibleGroup, TorchCollective
+
+
+def work(rank, world_size, port, out_dir):
+    world = TorchCollective().setup(main_address="127.0.0.1", main_port=port, backend="gloo", rank=rank, world_size=world_size)
+    trainers = TorchCollective().create_group(ranks=list(range(1, world_size)))  # every rank calls it
+    out = {"world_rank": world.rank, "world_size": world.world_size, "is_group": isinstance(world.group, CollectibleGroup)}
+    out["world_sum"] = world.all_reduce(torch.tensor(float(rank + 1)), op="sum").item()
+    out["world_max"] = world.all_reduce(torch.tensor(float(rank)), op=torch.distributed.ReduceOp.MAX).item()
+    out["objects"] = world.all_gather_object([None] * world_size, {"rank": rank})
+    if rank == 0:  # the player sends its data to the first trainer
+        world.send(torch.tensor([42.0, float(world_size)]), dst=1)
+        trainers.barrier()  # not a member: returns at once
+    else:
+        if rank == 1:
+            out["received"] = world.recv(torch.zeros(2), src=0).tolist()
+        out["trainer_rank"], out["trainer_size"] = trainers.rank, trainers.world_size
+        out["trainer_avg"] = trainers.all_reduce(torch.tensor(float(rank)), op="avg").item()
+        out["trainer_mean"] = trainers.all_reduce(torch.tensor(float(rank)), op="mean").item()
+        gathered = trainers.all_gather([torch.zeros(1) for _ in range(world_size - 1)], torch.tensor([float(rank)]))
+        out["trainer_gather"] = [t.item() for t in gathered]
+        out["trainer_broadcast"] = trainers.broadcast(torch.tensor(float(rank * 10)), src=world_size - 1).item()
+        trainers.barrier()
+    world.barrier()
+    trainers.teardown()
+    world.teardown()
+    out["initialized_after"] = torch.distributed.is_initialized()
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    world_size, out_dir = int(sys.argv[1]), sys.argv[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(work, args=(world_size, port, out_dir), nprocs=world_size, join=True)
+"""
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_torch_collective_on_sub_groups(script_runner, tmp_path, world_size):
+    result = script_runner(COLLECTIVES_SCRIPT, str(world_size), str(tmp_path), timeout=800)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world_size)]
+    trainers = list(range(1, world_size))
+    for rank, row in enumerate(rows):
+        assert (row["world_rank"], row["world_size"], row["is_group"]) == (rank, world_size, True)
+        assert row["world_sum"] == sum(range(1, world_size + 1))
+        assert row["world_max"] == world_size - 1
+        assert row["objects"] == [{"rank": r} for r in range(world_size)]
+        assert row["initialized_after"] is False  # the collective that created the default group destroyed it
+        if rank == 0:
+            assert "trainer_rank" not in row
+            continue
+        assert (row["trainer_rank"], row["trainer_size"]) == (rank - 1, world_size - 1)
+        assert row["trainer_avg"] == row["trainer_mean"] == pytest.approx(sum(trainers) / len(trainers))
+        assert row["trainer_gather"] == [float(r) for r in trainers]
+        assert row["trainer_broadcast"] == (world_size - 1) * 10
+    assert rows[1]["received"] == [42.0, float(world_size)]
+
+
+def test_collective_op_names_are_checked():
+    from fabric_core.plugins.collectives import SingleDeviceCollective, TorchCollective
+
+    with pytest.raises(ValueError, match="not a member of `ReduceOp`.*sum"):
+        TorchCollective()._native_op("median")
+    with pytest.raises(RuntimeError, match="does not own a group"):
+        _ = SingleDeviceCollective().group
+    single = SingleDeviceCollective().create_group()
+    assert single.group.size() == 1 and single.all_reduce(torch.tensor(2.0)).item() == 2.0
