@@ -115,14 +115,23 @@ def test_fsdp_trains_like_ddp_and_shards_parameters(script_runner, tmp_path):
     assert ddp["unsynced"] != pytest.approx(ddp["synced"] / 2, rel=1e-3)  # rank 0 had only its own gradient
 
 
-def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(script_runner, tmp_path):
-    folder = tmp_path / "ckpt"
-    saved = _rank0(script_runner(FSDP, "fsdp", "save", str(folder), "2"))
+@pytest.fixture(scope="module")
+def sharded_save(tmp_path_factory):
+    """One 2-process job that saves a sharded checkpoint, shared by the tests that load it (a job is slow)."""
+    from conftest import run_script
+
+    root = tmp_path_factory.mktemp("sharded")
+    folder = root / "ckpt"
+    return root, folder, _rank0(run_script(root, FSDP, "fsdp", "save", str(folder), "2", timeout=600))
+
+
+def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(script_runner, tmp_path, sharded_save):
+    root, folder, saved = sharded_save
     assert saved["meta_before_setup"] is True and saved["meta_after_setup"] is False
     assert (
         (folder / ".metadata").is_file() and (folder / "__0_0.distcp").is_file() and (folder / "__1_0.distcp").is_file()
     )
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fabric-")]
+    assert not [p for p in root.iterdir() if p.name.startswith(".fabric-")]
     # the same 2-process job continues exactly as the uninterrupted one did
     resumed = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "2"))
     assert resumed["step"] == 2 and resumed["remainder"] == {"note": "hello"}
@@ -152,9 +161,8 @@ def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(sc
     assert full["model"]["0.weight"].shape == (8, 6) and full["step"] == 2
 
 
-def test_sharded_checkpoint_loads_on_one_process(script_runner, tmp_path):
-    folder = tmp_path / "ckpt"
-    saved = _rank0(script_runner(FSDP, "fsdp", "save", str(folder), "2"))
+def test_sharded_checkpoint_loads_on_one_process(script_runner, sharded_save):
+    _, folder, saved = sharded_save
     single = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "1"))
     assert single["step"] == 2
     assert single["probe"] == pytest.approx(saved["probe"], rel=1e-6)  # the same weights, now unsharded
