@@ -263,7 +263,10 @@ def test_invalid_logger_is_rejected():
     from fabric_core.errors import MisconfigurationError
 
     with pytest.raises(MisconfigurationError, match="Logger"):
-        Fabric(loggers=["tensorboard"])
+        Fabric(loggers=[object()])
+    # names are resolved through the fabric_core.loggers entry points; an unknown one lists the valid ones
+    with pytest.raises(MisconfigurationError, match="Unknown logger 'no_such_logger'; valid names"):
+        Fabric(loggers=["no_such_logger"])
 
 
 def test_mark_forward_method_routes_through_the_wrapper():
