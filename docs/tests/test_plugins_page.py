@@ -15,7 +15,7 @@ import pytest
 
 PAGE = Path(__file__).parents[1] / "pages" / "plugins.md"
 INTERFACES = ("Accelerator", "Strategy", "Precision", "ClusterEnvironment", "Launcher", "CheckpointIO", "Logger")
-SUBMODULES = ("bases", "checkpointing", "wrapped", "tensors", "checkpoint_folders", "collectives")
+SUBMODULES = ("bases", "checkpointing", "wrapped", "tensors", "checkpoint_folders", "collectives", "failures")
 _BULLET_NAMES = re.compile(r"^- ((?:`[^`]+`(?:, )?)+)")
 
 

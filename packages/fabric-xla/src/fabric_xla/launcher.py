@@ -101,8 +101,29 @@ class XLALauncher(Launcher):
                 result = payload
             elif kind == "failed":
                 _kill(pids)
-                return result, (rank, payload)
+                return result, _first_failed((rank, payload), events)
         return result, None
+
+
+def _first_failed(failure: tuple[int, str], events: Any) -> tuple[int, str]:
+    """Of the failures already reported, the one core's attribution policy blames (lost peers are consequences)."""
+    from fabric_core.plugins.failures import RankEnd, first_failure, is_lost_peer
+
+    failures = [failure]
+    while True:
+        try:
+            kind, rank, payload = events.get_nowait()
+        except queue.Empty:
+            break
+        if kind == "failed":
+            failures.append((rank, payload))
+    ends = [
+        RankEnd(rank, raised=text, consequence=is_lost_peer(text), time=float(i))
+        for i, (rank, text) in enumerate(failures)
+    ]
+    first = first_failure(ends)
+    assert first is not None and first.raised is not None
+    return first.rank, first.raised
 
 
 def _kill(pids: set[int]) -> None:

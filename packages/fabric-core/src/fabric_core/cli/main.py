@@ -199,7 +199,7 @@ def launch_elastic(
     import shutil
     import tempfile
 
-    from fabric_core.launchers.failures import FAILURE_DIR_ENV, recorded_failures
+    from fabric_core.launchers.failures import FAILURE_DIR_ENV, RankEnd, describe_exit, first_failure, recorded_failures
 
     failure_dir = tempfile.mkdtemp(prefix="fabric-failures-")
     os.environ[FAILURE_DIR_ENV] = failure_dir  # workers record an uncaught exception there, timed
@@ -208,28 +208,22 @@ def launch_elastic(
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
-        # A rank killed by a signal the agent does not send (SIGKILL, SIGSEGV ...) records nothing; its
-        # peers then raise on the lost connection, so it is the cause. Otherwise the earliest exception.
-        killed = sorted(
-            (f.timestamp, r)
-            for r, f in err.failures.items()
-            if f.exitcode < 0 and f.signal_name() not in ("SIGTERM", "SIGINT")
-        )
-        recorded = recorded_failures(failure_dir)
-        if killed:
-            rank = killed[0][1]
-            how = f"was killed by {err.failures[rank].signal_name()}"
-        elif recorded:
-            _, rank, name = recorded[0]
-            how = f"raised {name}"
+        # One policy for every launcher (launchers/failures.py): a rank killed by a signal the agent does not
+        # send recorded nothing and is the cause; otherwise the earliest recorded exception; then exit codes.
+        recorded = {r: (stamp, name) for stamp, r, name in reversed(recorded_failures(failure_dir))}
+        ends = []
+        for r, f in err.failures.items():
+            stamp, name = recorded.get(r, (f.timestamp, None))
+            ends.append(RankEnd(r, exitcode=f.exitcode, raised=name, time=stamp))
+        ends += [RankEnd(r, raised=name, time=stamp) for r, (stamp, name) in recorded.items() if r not in err.failures]
+        first = first_failure(ends)
+        assert first is not None  # torch reports at least one failed rank
+        rank = first.rank
+        if first.raised is not None:
+            how = f"raised {first.raised}"
         else:
-            rank, failure = err.get_first_failure()
-            how = (
-                f"was killed by {failure.signal_name()}"
-                if failure.exitcode < 0
-                else f"exited with code {failure.exitcode}"
-            )
-            if num_nodes > 1 and failure.exitcode > 0:
+            how = describe_exit(first.exitcode or 0)
+            if num_nodes > 1 and (first.exitcode or 0) > 0:
                 # No error of its own was recorded: it lost its peers, and they are on the other node(s).
                 lost = [n for n in range(num_nodes) if n != node_rank]
                 where = f"node {lost[0]}" if len(lost) == 1 else f"one of nodes {lost}"

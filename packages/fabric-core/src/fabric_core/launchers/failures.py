@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -102,3 +103,67 @@ def recorded_failures(folder: str | None) -> list[tuple[float, int, str]]:
         except (OSError, ValueError):
             continue
     return sorted(found)
+
+
+#: Signals a launcher sends itself while stopping a job: a rank ended by one of them was stopped, it did not fail.
+STOP_SIGNALS = ("SIGTERM", "SIGINT")
+
+
+@dataclass(frozen=True)
+class RankEnd:
+    """What a launcher knows about how one rank ended (or failed while still exiting).
+
+    ``exitcode``: the process's exit status when known (negative: killed by that signal), else ``None``.
+    ``raised``: the exception (name or traceback) the rank recorded, else ``None``.
+    ``consequence``: the failure is known to follow another rank's (a collective that lost its peer).
+    ``time``: when the failure was recorded or observed; earlier wins among equals, ``None`` sorts last.
+    """
+
+    rank: int
+    exitcode: int | None = None
+    raised: str | None = None
+    consequence: bool = False
+    time: float | None = None
+
+
+def _signal_name(exitcode: int | None) -> str | None:
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def first_failure(ends: list[RankEnd]) -> RankEnd | None:
+    """The rank to blame for a failed job: the one that failed first, not the ones that failed because of it.
+
+    The one policy every launcher (and ``fabric run``) applies, in this order:
+
+    1. a rank killed by a signal the launcher did not send (SIGKILL, SIGSEGV ...): it recorded nothing,
+       and its peers then fail on the lost connection;
+    2. a rank that raised an exception that is not a consequence (a collective losing its peer);
+    3. a rank that exited non-zero without raising (``os._exit``, a crash in native code);
+    4. a rank whose failure is a consequence;
+    5. any other rank reported as failed.
+
+    Within a step the earliest ``time`` wins, then the order of ``ends``. ``None`` when ``ends`` is empty.
+    """
+
+    def step(end: RankEnd) -> int:
+        name = _signal_name(end.exitcode)
+        if name is not None and name not in STOP_SIGNALS and end.raised is None:
+            return 1
+        if end.raised is not None and not end.consequence:
+            return 2
+        if end.raised is None and not end.consequence and end.exitcode not in (None, 0) and name is None:
+            return 3
+        if end.consequence:
+            return 4
+        return 5
+
+    ordered = sorted(
+        enumerate(ends),
+        key=lambda pair: (step(pair[1]), pair[1].time is None, pair[1].time or 0.0, pair[0]),
+    )
+    return ordered[0][1] if ordered else None

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.launchers.failures import WorkerFailedError, describe_exit, is_lost_peer
+from fabric_core.launchers.failures import RankEnd, WorkerFailedError, describe_exit, first_failure, is_lost_peer
 from fabric_core.plugins.launcher import Launcher
 
 if TYPE_CHECKING:
@@ -95,29 +95,33 @@ class MultiprocessingLauncher(Launcher):
         return torch.load(io.BytesIO(results.get()), weights_only=False)
 
     def _failure(self, context: Any, err: Exception) -> WorkerFailedError:
-        """Name the rank that failed first (the others usually fail because it disappeared)."""
+        """Name the rank that failed first (the others usually fail because it disappeared): see ``first_failure``."""
         import signal
 
         base = self._strategy.node_rank * self._strategy.num_processes
         raised = _raised_tracebacks(context.error_files)
         with_traceback = {index for index, _ in raised}
-        silent = [
-            (index, process.exitcode)
+        ends = [
+            RankEnd(base + index, raised=trace, consequence=is_lost_peer(trace), time=float(order))
+            for order, (index, trace) in enumerate(raised)
+        ]
+        ends += [
+            RankEnd(base + index, exitcode=process.exitcode)
             for index, process in enumerate(context.processes)
             if process.exitcode not in (None, 0, -signal.SIGTERM) and index not in with_traceback
         ]
-        causes = [(i, t) for i, t in raised if not is_lost_peer(t)]  # lost-peer errors are consequences
-        if silent and not causes:
-            index, code = silent[0]
+        first = first_failure(ends)
+        if first is not None and first.raised is None:
             return WorkerFailedError(
-                f"rank {base + index} {describe_exit(code)}; the other processes of the job were stopped."
+                f"rank {first.rank} {describe_exit(first.exitcode or 0)}; the other processes of the job were stopped."
             )
-        if raised:
-            first, *rest = causes or raised
-            index, trace = first
-            others = [base + i for i, _ in rest]
+        if first is not None:
+            pool = [e for e in ends if e.raised is not None and e.consequence == first.consequence]
+            others = [e.rank for e in pool if e is not first]
             note = f" Ranks {others} failed after it." if others else ""
-            return WorkerFailedError(f"rank {base + index} raised an exception; the job was stopped.{note}\n\n{trace}")
+            return WorkerFailedError(
+                f"rank {first.rank} raised an exception; the job was stopped.{note}\n\n{first.raised}"
+            )
         index = getattr(err, "error_index", 0)
         signal_name = getattr(err, "signal_name", None)
         how = f"was killed by {signal_name}" if signal_name else f"exited with code {getattr(err, 'exit_code', '?')}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from fabric_core.launchers.failures import FAILURE_DIR_ENV, describe_exit, recorded_failures
+from fabric_core.launchers.failures import FAILURE_DIR_ENV, RankEnd, describe_exit, first_failure, recorded_failures
 from fabric_core.plugins.launcher import Launcher
 
 if TYPE_CHECKING:
@@ -222,17 +222,22 @@ class SubprocessScriptLauncher(Launcher):
         sys.excepthook = hook
 
     def _blame(self, exception: str) -> str:
-        """The message naming the rank that failed first, when rank 0 raised ``exception``."""
+        """The message naming the rank that failed first, when rank 0 raised ``exception`` (see ``first_failure``)."""
         me = self._global_rank(0)
-        recorded = [(r, name) for _, r, name in recorded_failures(self._failure_dir) if r != me]
-        if recorded:
-            rank, name = recorded[0]
-            return f"[fabric] rank {rank} raised {name}; rank {me} failed after it ({exception}). Stopping the job."
-        dead = self._first_dead_worker(wait=3.0)
+        ends = [
+            RankEnd(r, raised=name, time=stamp) for stamp, r, name in recorded_failures(self._failure_dir) if r != me
+        ]
+        dead = None if ends else self._first_dead_worker(wait=3.0)
         if dead is not None:
-            local_rank, code = dead
+            ends.append(RankEnd(self._global_rank(dead[0]), exitcode=dead[1]))
+        # Rank 0's own exception comes last: with nobody else failing it is the cause, otherwise it followed them.
+        ends.append(RankEnd(me, raised=exception, consequence=True))
+        first = first_failure(ends)
+        if first is not None and first.rank != me and first.raised is not None:
+            return f"[fabric] rank {first.rank} raised {first.raised}; rank {me} failed after it ({exception}). Stopping the job."
+        if first is not None and first.rank != me:
             return (
-                f"[fabric] rank {self._global_rank(local_rank)} {describe_exit(code)}; rank {me} failed after it "
+                f"[fabric] rank {first.rank} {describe_exit(first.exitcode or 0)}; rank {me} failed after it "
                 f"({exception}). Stopping the job."
             )
         return f"[fabric] rank {me} raised {exception}; stopping the other processes."
