@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from fabric_core.plugins.logger import Logger, NoOpExperiment
 
-from fabric_loggers import _rank, _versions
+from fabric_loggers import _rank, _remote, _versions
 from fabric_loggers._flush import FlushSchedule
 from fabric_loggers._metrics import check_step, prepare_metrics
 
@@ -93,13 +93,16 @@ class RunLogger(_rank.RankZeroOnly, Logger):
 
     @property
     def log_dir(self) -> str:
-        """``root_dir/name/version_N``: the folder this run writes to."""
-        return os.path.join(self._experiment_dir, _versions.version_dirname(self.version))
+        """``root_dir/name/version_N``: the folder (or fsspec URL) this run writes to."""
+        return self._join(self._experiment_dir, _versions.version_dirname(self.version))
 
     @property
     def _experiment_dir(self) -> str:
         root = os.path.expanduser(os.path.expandvars(self._root_dir))  # "~/logs", "$SCRATCH/logs"
-        return os.path.join(root, self._name) if self._name else root
+        return self._join(root, self._name) if self._name else root
+
+    def _join(self, base: str, *parts: str) -> str:
+        return _remote.join(base, *parts) if _remote.is_url(self._root_dir) else os.path.join(base, *parts)
 
     @property
     def prefix(self) -> str:
@@ -161,7 +164,10 @@ class RunLogger(_rank.RankZeroOnly, Logger):
         sink = self._current_sink()
         if sink is None:
             log_dir = self.log_dir
-            os.makedirs(log_dir, exist_ok=True)
+            if _remote.is_url(log_dir):
+                _remote.makedirs(log_dir)
+            else:
+                os.makedirs(log_dir, exist_ok=True)
             sink = self._create_sink(log_dir)
             self._sink = sink
             self._exit_hook = weakref.finalize(self, _close_at_exit, sink)

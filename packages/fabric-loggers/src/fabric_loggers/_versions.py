@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from fabric_loggers import _remote
+
 _VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
@@ -29,7 +31,10 @@ def version_dirname(version: int | str) -> str:
 
 
 def existing_versions(experiment_dir: str) -> list[int]:
-    """The N of every ``version_N`` folder under ``experiment_dir``."""
+    """The N of every ``version_N`` folder under ``experiment_dir`` (a local folder or an fsspec URL)."""
+    if _remote.is_url(experiment_dir):
+        found = [_VERSION_DIR.match(name) for name in _remote.list_folders(experiment_dir)]
+        return [int(match.group(1)) for match in found if match]
     try:
         entries = os.listdir(experiment_dir)
     except FileNotFoundError:
@@ -49,7 +54,14 @@ def next_free_version(experiment_dir: str) -> int:
 
 
 def claim_next_version(experiment_dir: str) -> int:
-    """Create the next free ``version_N`` folder and return N; ``mkdir`` fails if another run took it first."""
+    """Create the next free ``version_N`` folder and return N; ``mkdir`` fails if another run took it first.
+
+    On a URL (object stores have no atomic mkdir) the next free N is taken without that guarantee.
+    """
+    if _remote.is_url(experiment_dir):
+        version = next_free_version(experiment_dir)
+        _remote.makedirs(_remote.join(experiment_dir, version_dirname(version)))
+        return version
     os.makedirs(experiment_dir, exist_ok=True)
     version = next_free_version(experiment_dir)
     while True:

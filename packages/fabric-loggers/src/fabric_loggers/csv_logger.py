@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from fabric_loggers import _remote
 from fabric_loggers._csv_file import MetricsCSV
 from fabric_loggers._hparams_yaml import HPARAMS_FILE, write_hparams_yaml
 from fabric_loggers._params import params_to_dict, yaml_value
@@ -21,8 +22,12 @@ class _CSVSink:
     def __init__(self, log_dir: str) -> None:
         self.pid = os.getpid()
         self.log_dir = log_dir
-        self.metrics_file_path = os.path.join(log_dir, METRICS_FILE)
-        self._file = MetricsCSV(self.metrics_file_path)
+        if _remote.is_url(log_dir):
+            self.metrics_file_path = _remote.join(log_dir, METRICS_FILE)
+            self._file: MetricsCSV | _remote.RemoteMetricsCSV = _remote.RemoteMetricsCSV(self.metrics_file_path)
+        else:
+            self.metrics_file_path = os.path.join(log_dir, METRICS_FILE)
+            self._file = MetricsCSV(self.metrics_file_path)
 
     @property
     def metrics(self) -> list[dict[str, int | float]]:
@@ -47,14 +52,21 @@ class _CSVSink:
         self._file.flush()
 
 
-def _move_aside(path: str) -> str:
-    """Rename ``metrics.csv`` to the first free ``metrics.previous-N.csv`` beside it; return the new path."""
-    stem, extension = os.path.splitext(path)
+def _move_aside(path: str) -> str | None:
+    """Rename an existing ``metrics.csv`` to the first free ``metrics.previous-N.csv``; return the new path."""
+    if _remote.is_url(path):
+        fs = _remote.filesystem(path)
+        exists, rename = fs.exists, fs.mv
+    else:
+        exists, rename = os.path.exists, os.replace
+    if not exists(path):
+        return None
+    stem, extension = path[: -len(".csv")], ".csv"
     number = 1
     while True:
         target = f"{stem}.previous-{number}{extension}"
-        if not os.path.exists(target):
-            os.replace(path, target)
+        if not exists(target):
+            rename(path, target)
             return target
         number += 1
 
@@ -92,11 +104,11 @@ class CSVLogger(RunLogger):
         sink = _CSVSink(log_dir)
         if not self._checked_existing:
             self._checked_existing = True
-            if os.path.isfile(sink.metrics_file_path):
-                kept = _move_aside(sink.metrics_file_path)
+            kept = _move_aside(sink.metrics_file_path)
+            if kept is not None:
                 warnings.warn(
                     f"Experiment logs directory {log_dir} exists and is not empty: its metrics.csv will be "
-                    f"overwritten by this run. The earlier file was kept as {os.path.basename(kept)}.",
+                    f"overwritten by this run. The earlier file was kept as {kept.rsplit('/', 1)[-1]}.",
                     UserWarning,
                     stacklevel=4,
                 )
@@ -117,7 +129,13 @@ class CSVLogger(RunLogger):
             return
         self._hparams.update(update)
         log_dir = self.log_dir
-        os.makedirs(log_dir, exist_ok=True)
-        write_hparams_yaml(os.path.join(log_dir, HPARAMS_FILE), self._hparams)
+        if _remote.is_url(log_dir):
+            import yaml
+
+            text = yaml.safe_dump(self._hparams, sort_keys=False, default_flow_style=False, allow_unicode=True)
+            _remote.write_text(_remote.join(log_dir, HPARAMS_FILE), text)
+        else:
+            os.makedirs(log_dir, exist_ok=True)
+            write_hparams_yaml(os.path.join(log_dir, HPARAMS_FILE), self._hparams)
         if metrics:
             self.log_metrics(metrics, step=0)
