@@ -67,6 +67,8 @@ def test_invalid_sharding_strategy_lists_the_valid_ones():
 def test_hybrid_needs_a_mesh_or_a_wrap_policy():
     with pytest.raises(MisconfigurationError, match="device_mesh"):
         FSDPStrategy(sharding_strategy="HYBRID_SHARD")
+    with pytest.raises(RuntimeError, match="hybrid sharding strategy requires"):  # Lightning's exception type
+        FSDPStrategy(sharding_strategy="_HYBRID_SHARD_ZERO2")
     FSDPStrategy(sharding_strategy="HYBRID_SHARD", auto_wrap_policy={torch.nn.Linear})
 
 
@@ -104,6 +106,7 @@ def test_mixed_precision_maps_onto_the_fsdp2_policy():
 
     strategy = FSDPStrategy(mixed_precision=MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32))
     assert strategy._mp_policy == MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    assert strategy.mixed_precision_config.param_dtype is torch.bfloat16
     with pytest.raises(MisconfigurationError, match="mixed_precision"):
         FSDPStrategy(mixed_precision="bf16")
 

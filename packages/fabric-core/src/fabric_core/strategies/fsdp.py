@@ -19,6 +19,10 @@ from fabric_core.strategies.process_group import ProcessGroupStrategy
 _STATE_DICT_TYPES = ("sharded", "full")
 
 
+class _HybridShardError(MisconfigurationError, RuntimeError):
+    """Hybrid sharding without a mesh; a ``RuntimeError`` too, as Lightning raises."""
+
+
 class FSDPStrategy(ProcessGroupStrategy):
     """Shards the model with ``torch.distributed.fsdp.fully_shard`` (FSDP2).
 
@@ -91,9 +95,10 @@ class FSDPStrategy(ProcessGroupStrategy):
         self.sharding_strategy = options.sharding_strategy(sharding_strategy)
         hybrid = "HYBRID" in self.sharding_strategy.name
         if hybrid and auto_wrap_policy is None and device_mesh is None:
-            raise MisconfigurationError(
-                f"sharding_strategy={self.sharding_strategy.name!r} needs device_mesh=(replicas, shards) (or a "
-                "DeviceMesh), or an auto_wrap_policy (the mesh is then (num_nodes, devices per node))."
+            raise _HybridShardError(
+                "The hybrid sharding strategy requires you to pass at least one of the parameters: "
+                f"`device_mesh=(replicas, shards)` (or a DeviceMesh), or `auto_wrap_policy` (the mesh is then "
+                f"(num_nodes, devices per node)). Got sharding_strategy={self.sharding_strategy.name!r}."
             )
         if device_mesh is not None and not _is_mesh_like(device_mesh):
             raise MisconfigurationError(
@@ -113,6 +118,11 @@ class FSDPStrategy(ProcessGroupStrategy):
         self._fsdp1 = options.fsdp1_keywords(kwargs)
         self.state_dict_type = state_dict_type
         self._mesh: Any = None
+
+    @property
+    def mixed_precision_config(self) -> Any:
+        """The ``mixed_precision`` given to the constructor (FSDP1 ``MixedPrecision`` or FSDP2 policy), or ``None``."""
+        return self.mixed_precision
 
     # ----------------------------------------------------------------- set-up
     def _device_mesh(self) -> Any:
