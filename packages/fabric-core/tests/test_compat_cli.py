@@ -109,8 +109,10 @@ def test_version_says_which_command_runs_when_another_fabric_is_installed(tmp_pa
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("fabric-core ")
-    assert "fake-lightning-fabric also install(s) a `fabric` command" in result.output
-    assert "fake-lightning-fabric's" in result.output
+    note = result.output.splitlines()[1]
+    assert note.startswith("Note: ") and "fake-lightning-fabric" in note
+    assert "also install(s) a `fabric` command" in note
+    assert "the shell finds first is fake-lightning-fabric's" in note
     assert "Run `fabric-core`" in result.output
 
 
