@@ -203,8 +203,6 @@ def launch_elastic(
 
     failure_dir = tempfile.mkdtemp(prefix="fabric-failures-")
     os.environ[FAILURE_DIR_ENV] = failure_dir  # workers record an uncaught exception there, timed
-    # Share the cores among the processes (as Lightning does); torchrun otherwise sets 1 and prints a banner.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
