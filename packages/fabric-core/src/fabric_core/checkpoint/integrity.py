@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+from concurrent.futures import Future
 from typing import IO, TYPE_CHECKING, Any
 
 from fabric_core.checkpoint.errors import CheckpointError
@@ -217,3 +219,22 @@ def verify_single_file(handle: IO[bytes], size: int, name: str) -> bool:
             "(or pass verify=False to load it anyway)."
         )
     return True
+
+
+def start_verification(path: str, name: str) -> Future:
+    """Verify a local single-file checkpoint on a helper thread (hashing releases the GIL).
+
+    The future's result is what :func:`verify_single_file` returns; a mismatch is its exception.
+    ``fabric.load`` reads the file meanwhile and discards what it read if the check fails.
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            with open(path, "rb") as handle:
+                future.set_result(verify_single_file(handle, os.fstat(handle.fileno()).st_size, name))
+        except BaseException as err:
+            future.set_exception(err)
+
+    threading.Thread(target=run, name="fabric-checkpoint-verify", daemon=True).start()
+    return future

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 
 from fabric_core.checkpoint.atomic import atomic_write
 from fabric_core.checkpoint.errors import CheckpointError
-from fabric_core.checkpoint.integrity import ALGORITHM, INTEGRITY_KEY, HashingWriter, verify_single_file
+from fabric_core.checkpoint.integrity import ALGORITHM, INTEGRITY_KEY, HashingWriter, start_verification
 from fabric_core.checkpoint.storage import check_location, filesystem, is_remote, local_path
 from fabric_core.plugins.checkpoint_io import CheckpointIO
 
@@ -92,33 +91,27 @@ class TorchCheckpointIO(CheckpointIO):
                 f"Checkpoint {str(path)!r} is a folder; a single-file checkpoint was expected (sharded checkpoints "
                 "are folders: load them with the strategy that wrote them)."
             ) from None
-        verified = False
         with handle:
             head = handle.read(4)
-            handle.seek(0)
-            if verify and head:
-                verified = verify_single_file(handle, os.fstat(handle.fileno()).st_size, name)
-            if not head:
-                raise CheckpointError(f"Checkpoint {str(path)!r} could not be read: it is truncated, empty (0 bytes).")
-            if head[:2] != b"PK" and head[:1] != b"\x80":
-                raise CheckpointError(
-                    f"Checkpoint {str(path)!r} is not a file written by torch.save (it starts with {head!r}; "
-                    "a torch checkpoint is a zip archive or a pickle)."
-                )
-            try:
-                data = torch.load(handle, map_location=map_location, weights_only=weights_only)
-            except pickle.UnpicklingError as err:
-                if weights_only and "weights_only" in str(err):
-                    raise CheckpointError(
-                        f"Checkpoint {str(path)!r} holds objects that safe loading refuses (it would run code from the "
-                        f"file): {str(err).splitlines()[0]} Load it with weights_only=False only if you trust the file."
-                    ) from None
-                raise CheckpointError(f"Checkpoint {str(path)!r} is damaged or not a torch checkpoint: {err}") from None
-            except Exception as err:  # torch's reader raises many types for bytes that are not a checkpoint
-                raise CheckpointError(
-                    f"Checkpoint {str(path)!r} could not be read: it is truncated, empty or not a file written by "
-                    f"torch.save ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})."
-                ) from None
+        if not head:
+            raise CheckpointError(f"Checkpoint {str(path)!r} could not be read: it is truncated, empty (0 bytes).")
+        if head[:2] != b"PK" and head[:1] != b"\x80":
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} is not a file written by torch.save (it starts with {head!r}; "
+                "a torch checkpoint is a zip archive or a pickle)."
+            )
+        verified = False
+        check = start_verification(str(file), name) if verify else None
+        if check is not None and not weights_only:
+            verified = check.result()  # full unpickling of a file that is not verified yet: never
+        try:
+            data = _read(file, path, map_location, weights_only)
+        except CheckpointError:
+            if check is not None:
+                check.result()  # a checksum mismatch explains the failure best
+            raise
+        if check is not None:
+            verified = check.result()  # safe loading read it meanwhile; damaged data is dropped here
         if not isinstance(data, dict):
             raise CheckpointError(
                 f"Checkpoint {str(path)!r} holds a {type(data).__name__}, but a dict of state was expected."
@@ -140,3 +133,21 @@ class TorchCheckpointIO(CheckpointIO):
                 f"up to format {FORMAT_VERSION}. Upgrade: pip install -U fabric-core"
             )
         return data
+
+
+def _read(file: Path, path: str, map_location: Any, weights_only: bool) -> Any:
+    """``torch.load`` from a local path (torch's own reader, which releases the GIL), errors as CheckpointError."""
+    try:
+        return torch.load(str(file), map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as err:
+        if weights_only and "weights_only" in str(err):
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} holds objects that safe loading refuses (it would run code from the "
+                f"file): {str(err).splitlines()[0]} Load it with weights_only=False only if you trust the file."
+            ) from None
+        raise CheckpointError(f"Checkpoint {str(path)!r} is damaged or not a torch checkpoint: {err}") from None
+    except Exception as err:  # torch's reader raises many types for bytes that are not a checkpoint
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} could not be read: it is truncated, empty or not a file written by "
+            f"torch.save ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})."
+        ) from None
