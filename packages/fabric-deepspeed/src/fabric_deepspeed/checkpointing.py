@@ -203,7 +203,7 @@ def load_deepspeed_checkpoint(
     if not is_remote(path):
         found = folders.open_folder(path, foreign_marker="latest")
         if verify and found.manifest is not None:
-            problems = folders.verify_files(
+            problems: list[str] = folders.verify_files(
                 None, found.folder, found.manifest, strategy.global_rank, strategy.world_size
             )
             folders.raise_problems(str(path), [p for share in folders.gather(problems) for p in share])
@@ -212,9 +212,9 @@ def load_deepspeed_checkpoint(
     load_id = strategy.broadcast(uuid.uuid4().hex if strategy.is_global_zero else None)
     local = Path(tempfile.gettempdir()) / f"fabric-deepspeed-load-{load_id}"
     try:
-        problems: list[str] = []
+        problems = []
         if strategy.local_rank == 0:
-            found.fs.get(found.folder.rstrip("/") + "/", str(local), recursive=True)
+            found.fs.get(found.folder.rstrip("/") + "/", str(local), recursive=True)  # type: ignore[union-attr]
             if verify and found.manifest is not None:
                 problems = folders.verify_files(None, str(local), found.manifest)
         folders.raise_problems(str(path), [p for share in folders.gather(problems) for p in share])

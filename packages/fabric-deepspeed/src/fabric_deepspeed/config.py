@@ -238,7 +238,7 @@ def validate_config(config: Mapping[str, Any]) -> None:
                 "stages 0 and 1 reduce gradients in optimizer.step(), so there is nothing to overlap. Drop overlap_comm."
             )
     for dtype_section in ("fp16", "bf16"):
-        section = config.get(dtype_section)
+        section = config.get(dtype_section)  # type: ignore[assignment]
         if section is not None and not isinstance(section, Mapping):
             raise MisconfigurationError(
                 f"DeepSpeed config entry {dtype_section!r} must be a dict like {{'enabled': true}}, got {section!r}."

@@ -42,7 +42,7 @@ def engine_optimizer_view(optimizer: Optimizer, engine: Any) -> Optimizer:
     view_cls = type(
         f"DeepSpeed{cls.__name__}", (_EngineDriven, cls), {"_fabric_engine": engine, "__module__": __name__}
     )
-    view = object.__new__(view_cls)
+    view: Any = object.__new__(view_cls)
     view.__dict__ = optimizer.__dict__  # the same dict object: nothing can drift apart
     return view
 
