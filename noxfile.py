@@ -45,15 +45,16 @@ def _pkg(name: str) -> str:
     return str(PACKAGES / name)
 
 
-def _metadata_stamp(*install_args: str) -> str:
-    """A digest of what an install depends on: every package's pyproject.toml and version file, and the arguments.
+def _metadata_stamp(packages: tuple[str, ...], *install_args: str) -> str:
+    """A digest of what an install depends on: the installed packages' pyproject.toml and version files, and the arguments.
 
     Sources are installed editable, so code changes need no reinstall; a changed dependency, entry point,
     version or install list does.
     """
-    digest = hashlib.sha256("\0".join(install_args).encode())
-    for path in sorted(PACKAGES.glob("*/pyproject.toml")) + sorted(PACKAGES.glob("*/src/*/__about__.py")):
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    digest = hashlib.sha256("\0".join((*packages, *install_args)).encode())
+    for name in packages:
+        for path in [PACKAGES / name / "pyproject.toml", *sorted((PACKAGES / name).glob("src/*/__about__.py"))]:
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -70,7 +71,7 @@ def _install(
     """
     venv = Path(session.virtualenv.location)
     stamp_file = venv / ".fabric-install-stamp"
-    stamp = _metadata_stamp(*packages, *extra, *torch)
+    stamp = _metadata_stamp(("fabric-core", *packages), *extra, *torch)
     if stamp_file.is_file() and stamp_file.read_text() == stamp and os.environ.get("FABRIC_NOX_REINSTALL") != "1":
         session.log(
             f"packages unchanged since the last install into {venv}; not reinstalling (FABRIC_NOX_REINSTALL=1 forces it)"
