@@ -155,5 +155,7 @@ def test_declares_a_plugin_api_version_core_accepts():
     from fabric_core import registry
 
     entries = {ep.name: ep for ep in metadata.entry_points(group=registry.API_GROUP)}
-    assert entries["fabric_loggers"].load() == "1.0"
+    from fabric_loggers.__about__ import FABRIC_PLUGIN_API
+
+    assert entries["fabric_loggers"].load() == FABRIC_PLUGIN_API
     registry.check_api_version("fabric-loggers")  # raises PluginVersionError when core cannot serve it
