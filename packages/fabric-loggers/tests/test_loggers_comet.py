@@ -11,7 +11,8 @@ pytest.importorskip("comet_ml", reason='the trackers session installs it: pip in
 from fabric_loggers import CometLogger
 from loggers_testing import comet_offline_archives
 
-pytestmark = pytest.mark.trackers
+# generous: MLflow creates its tables and every tracker starts helper processes; the machine may be loaded 10x
+pytestmark = [pytest.mark.trackers, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ mlflow = pytest.importorskip("mlflow", reason='the trackers session installs it:
 from fabric_loggers import MLflowLogger  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-pytestmark = pytest.mark.trackers
+# generous: MLflow creates its tables and every tracker starts helper processes; the machine may be loaded 10x
+pytestmark = [pytest.mark.trackers, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

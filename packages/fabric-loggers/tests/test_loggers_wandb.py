@@ -15,7 +15,8 @@ pytest.importorskip("wandb", reason='the trackers session installs it: pip insta
 from fabric_loggers import WandbLogger
 from loggers_testing import user_metrics, wandb_offline_run
 
-pytestmark = pytest.mark.trackers
+# generous: MLflow creates its tables and every tracker starts helper processes; the machine may be loaded 10x
+pytestmark = [pytest.mark.trackers, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(autouse=True)

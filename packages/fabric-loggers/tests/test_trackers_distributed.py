@@ -15,7 +15,8 @@ from fabric_loggers import CometLogger, MLflowLogger, WandbLogger
 from loggers_testing import comet_offline_archives, user_metrics, wandb_offline_run
 from mlflow import MlflowClient
 
-pytestmark = [pytest.mark.trackers, pytest.mark.multiprocess]
+# generous: two spawned ranks each import MLflow, W&B and Comet; the machine may be loaded 10x
+pytestmark = [pytest.mark.trackers, pytest.mark.multiprocess, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(autouse=True)
