@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,36 @@ def test_importing_core_loggers_imports_no_logger_package_or_tracker():
         "print(sorted(m for m in ('mlflow', 'wandb', 'comet_ml', 'tensorboard', 'yaml') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+class _Recording(CSVLogger):
+    """A CSV logger that asks for checkpoints and records the paths it was handed."""
+
+    def __init__(self, root_dir, wants: bool) -> None:
+        super().__init__(root_dir)
+        self._wants = wants
+        self.handed: list[str] = []
+
+    @property
+    def wants_checkpoints(self) -> bool:
+        return self._wants
+
+    def log_checkpoint(self, path: str) -> None:
+        assert os.path.exists(path), "handed over before the file was written"
+        self.handed.append(path)
+
+
+@pytest.mark.parametrize("async_", [False, True])
+def test_fabric_save_hands_finished_checkpoints_only_to_loggers_that_ask(tmp_path, async_):
+    import torch
+    from loggers_testing import wait_for
+
+    asking, silent = _Recording(tmp_path / "a", wants=True), _Recording(tmp_path / "b", wants=False)
+    fabric = Fabric(accelerator="cpu", devices=1, loggers=[asking, silent])
+    model = fabric.setup(torch.nn.Linear(2, 1))
+    handle = fabric.save(tmp_path / "last.ckpt", {"model": model}, async_=async_)
+    if async_:
+        handle.result()
+        wait_for(lambda: asking.handed, 60, "the checkpoint handed over after the background write")
+    assert asking.handed == [str(tmp_path / "last.ckpt")]
+    assert silent.handed == []

@@ -585,7 +585,7 @@ class Fabric:
         if async_:
             extra["async_"] = True
         handle = self._strategy.save_checkpoint(path, state, filter=filter, **extra)
-        _hand_checkpoint_to_loggers(self._loggers, path)
+        _hand_checkpoint_to_loggers(self._loggers, path, handle if async_ else None)
         return handle if async_ else None
 
     def load(
@@ -907,11 +907,25 @@ def _validate_loggers(loggers: Any) -> list[Logger]:
     return built
 
 
-def _hand_checkpoint_to_loggers(loggers: list[Logger], path: str | Path) -> None:
-    """Loggers built with ``log_checkpoints=True`` record each checkpoint ``fabric.save`` wrote (on rank 0)."""
-    for logger in loggers:
-        if getattr(logger, "wants_checkpoints", False):
+def _hand_checkpoint_to_loggers(loggers: list[Logger], path: str | Path, pending: Any = None) -> None:
+    """Loggers built with ``log_checkpoints=True`` record each checkpoint ``fabric.save`` wrote (on rank 0).
+
+    For an asynchronous save (``pending`` is its future) they get it once the write has finished.
+    """
+    wanting = [logger for logger in loggers if getattr(logger, "wants_checkpoints", False)]
+    if not wanting:
+        return
+
+    def hand_over(future: Any = None) -> None:
+        if future is not None and (future.cancelled() or future.exception() is not None):
+            return  # nothing complete to record; the save's own error reaches the user through the future
+        for logger in wanting:
             logger.log_checkpoint(str(path))
+
+    if pending is not None and callable(getattr(pending, "add_done_callback", None)):
+        pending.add_done_callback(hand_over)
+    else:
+        hand_over()
 
 
 def _to_number(name: str, value: Any) -> Any:
