@@ -20,8 +20,8 @@ class RegistryChoice(click.Choice):
         self.case_sensitive = True
         self._choices: tuple[str, ...] | None = None
 
-    @property  # type: ignore[override]
-    def choices(self) -> tuple[str, ...]:
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
         if self._choices is None:
             from fabric_core import registry
 
