@@ -251,10 +251,11 @@ def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode
     while mid_save_kills < 20:
         attempts += 1
         assert attempts <= 40, f"only {mid_save_kills} of {attempts} kills landed inside a save"
+        errors = tmp_path / f"writer-{attempts}.err"
         proc = subprocess.Popen(
             [sys.executable, str(script), mode, url, json.dumps(s3), str(step)],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=errors.open("w"),
             text=True,
             env=env,
             cwd=tmp_path,
@@ -270,6 +271,8 @@ def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode
             finished, _ = _next(lines, "SAVED")
             _next(lines, "RETURNED" if mode == "async" else "SAVING")
             time.sleep(rng.uniform(0.0, finished - started))
+        except AssertionError as err:
+            raise AssertionError(f"{err}; its stderr:\n{errors.read_text()[-3000:]}") from None
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

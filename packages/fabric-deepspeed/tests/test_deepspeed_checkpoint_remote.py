@@ -24,9 +24,10 @@ JOB = textwrap.dedent(
     from fabric_core import Fabric
     from fabric_deepspeed import DeepSpeedStrategy
 
+    fabric = Fabric(accelerator="cpu", devices=2, strategy=DeepSpeedStrategy(stage=2))
+    fabric.launch()
+
     def fresh(seed):
-        fabric = Fabric(accelerator="cpu", devices=2, strategy=DeepSpeedStrategy(stage=2))
-        fabric.launch()
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 1))
         model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.01))
@@ -47,7 +48,7 @@ JOB = textwrap.dedent(
     fabric.save(url, {"model": model, "optimizer": optimizer, "step": 2, "note": "hi"}, storage_options=options)
     fabric.save(local, {"model": model, "optimizer": optimizer, "step": 2})
     probe = model(torch.ones(1, 6)).item()
-    fabric2, model2, optimizer2 = fresh(1)
+    fabric2, model2, optimizer2 = fresh(1)  # a second engine in the same processes
     state = {"model": model2, "optimizer": optimizer2, "step": 0}
     rest = fabric2.load(url, state, storage_options=options)
     loaded_probe = model2(torch.ones(1, 6)).item()
