@@ -67,7 +67,8 @@ def test_optimizer_zero_grad_goes_through_the_strategy() -> None:
             optimizer.zero_grad(set_to_none=set_to_none)
 
     fabric = Fabric(accelerator="cpu", strategy=Zeroing())
-    model, optimizer = fabric.setup(nn.Linear(2, 1), torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1))
+    model = nn.Linear(2, 1)
+    _, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
     optimizer.zero_grad()
     optimizer.zero_grad(set_to_none=False)
     assert calls == [True, False]
