@@ -63,7 +63,8 @@ def main() -> float:
     args = parser.parse_args()
 
     loggers = []
-    if args.logger == "mlflow":  # pip install "fabric-core[mlflow]"; then: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+    if args.logger == "mlflow":
+        # pip install "fabric-core[mlflow]"; then: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
         from fabric_loggers import MLflowLogger
 
         loggers.append(MLflowLogger(experiment_name="digits", save_dir="mlruns"))
