@@ -140,7 +140,9 @@ def test_several_gpus_resolve_to_ddp_over_nccl(monkeypatch: pytest.MonkeyPatch) 
 def test_precisions_on_cuda(monkeypatch: pytest.MonkeyPatch, precision: str, kind: type, dtype: torch.dtype) -> None:
     fake_gpus(monkeypatch, 1)
     plan = resolve_plan(accelerator="cuda", precision=precision, env={})
-    assert type(plan.precision) is kind
+    # Core builds the true precisions as Lightning's named subclasses (HalfPrecision, DoublePrecision).
+    assert isinstance(plan.precision, kind)
+    assert isinstance(plan.precision, CUDAMixedPrecision) == (kind is CUDAMixedPrecision)  # a scaler only for 16-mixed
     assert plan.precision.dtype == dtype
     if isinstance(plan.precision, MixedPrecision):
         assert plan.precision.device_type == "cuda"
