@@ -119,14 +119,14 @@ def read_wandb_run_file(path: str) -> list[Any]:
     return records
 
 
-def wandb_offline_run(save_dir: str, run_id: str, finished: bool = True) -> dict[str, Any]:
+def wandb_offline_run(save_dir: str, run_id: str, finished: bool = True, exits: int = 1) -> dict[str, Any]:
     """What an offline W&B run recorded: ``history`` [(step, {key: value})], ``config``, ``exit_code``, ``runs``.
 
-    W&B's service process writes the file after ``finish()`` returns: with ``finished`` wait (at most a
-    minute) until every run segment of ``run_id`` ends with its exit record.
+    W&B's service process writes the file after ``finish()`` returns: with ``finished`` wait (at most two
+    minutes) until the run's files hold ``exits`` exit records (one per ``finish()``, a resumed run has two).
     """
     if finished:
-        wait_for(lambda: _wandb_segments_finished(save_dir, run_id), 120, f"W&B's exit record of run {run_id}")
+        wait_for(lambda: _wandb_exit_records(save_dir, run_id) >= exits, 120, f"W&B's exit record of run {run_id}")
     return _read_wandb_offline_run(save_dir, run_id)
 
 
@@ -136,10 +136,11 @@ def _wandb_run_files(save_dir: str, run_id: str) -> list[str]:
     return sorted(glob.glob(os.path.join(save_dir, "wandb", f"*-run-*-{run_id}", f"run-{run_id}.wandb")))
 
 
-def _wandb_segments_finished(save_dir: str, run_id: str) -> bool:
-    paths = _wandb_run_files(save_dir, run_id)
-    return bool(paths) and all(
-        any(record.WhichOneof("record_type") == "exit" for record in read_wandb_run_file(path)) for path in paths
+def _wandb_exit_records(save_dir: str, run_id: str) -> int:
+    return sum(
+        record.WhichOneof("record_type") == "exit"
+        for path in _wandb_run_files(save_dir, run_id)
+        for record in read_wandb_run_file(path)
     )
 
 

@@ -62,7 +62,7 @@ def test_resume_by_id_continues_the_steps(tmp_path):
     resumed = WandbLogger(project="resume", save_dir=tmp_path, id="fabricresume1")
     resumed.log_metrics({"loss": 1.0}, step=2)
     resumed.finalize("success")
-    run = wandb_offline_run(str(tmp_path), "fabricresume1")
+    run = wandb_offline_run(str(tmp_path), "fabricresume1", exits=2)
     assert [(step, user_metrics(values)) for step, values in run["history"]] == [
         (0, {"loss": 3.0}),
         (1, {"loss": 2.0}),
