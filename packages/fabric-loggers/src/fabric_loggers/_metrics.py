@@ -42,13 +42,17 @@ def prepare_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, int | 
         raise TypeError(f"log_metrics expects a mapping of metric names to numbers, got {type(metrics).__name__}.")
     prepared = {}
     for key, value in metrics.items():
-        name = str(key)
-        prepared[f"{prefix}{PREFIX_JOIN}{name}" if prefix else name] = to_number(name, value)
+        name = key if type(key) is str else str(key)
+        if type(value) is not float and type(value) is not int:  # the common case skips the checks
+            value = to_number(name, value)
+        prepared[f"{prefix}{PREFIX_JOIN}{name}" if prefix else name] = value
     return prepared
 
 
 def check_step(step: Any) -> int:
-    """Steps are ints; Fabric always passes one, but direct callers may pass a float or a tensor."""
+    """Steps are whole numbers: an int, or a float or a one-element tensor holding one."""
+    if type(step) is int:
+        return step
     step = as_scalar(step)
     if isinstance(step, bool) or not isinstance(step, numbers.Real) or not math.isfinite(step) or int(step) != step:
         raise TypeError(f"step must be a whole number, got {step!r}.")
