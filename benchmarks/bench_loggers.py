@@ -3,7 +3,8 @@
 Each contender logs the same ``N`` scalars (one metric per call, steps 0..N-1) into a fresh run and ends
 it; the pair for a tracker is timed in interleaved rounds, and the table reports the median per-round
 ratio ``logger / library``. Target: <= 1.05 (at most 5% over calling the library directly). Trackers that
-are not installed are left out; W&B and Comet run offline, MLflow on a local sqlite store.
+are not installed are left out; W&B and Comet run offline, MLflow on a local sqlite store. The loggers
+are told their rank (``set_global_rank(0)``) as ``Fabric(loggers=...)`` does once the job is set up.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def tensorboard_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[
         folder = _fresh(root, "tb_logger")
         start = time.perf_counter()
         tb = TensorBoardLogger(folder, name=None, version=0, flush_logs_every_n_steps=None)
+        tb.set_global_rank(0)  # as Fabric does once the job is set up
         for step in range(n):
             tb.log_metrics({"loss": step * 0.5}, step=step)
         tb.finalize("success")
@@ -77,6 +79,7 @@ def mlflow_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], fl
     def logger() -> float:
         start = time.perf_counter()
         mlflow_logger = MLflowLogger(experiment_name=client.get_experiment(experiment_id).name, tracking_uri=uri)
+        mlflow_logger.set_global_rank(0)
         for step in range(n):
             mlflow_logger.log_metrics({"loss": step * 0.5}, step=step)
         mlflow_logger.finalize("success")
@@ -102,6 +105,7 @@ def wandb_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], flo
         folder = _fresh(root, "wandb_logger")
         start = time.perf_counter()
         wandb_logger = WandbLogger(project="bench", save_dir=folder, offline=True)
+        wandb_logger.set_global_rank(0)
         for step in range(n):
             wandb_logger.log_metrics({"loss": step * 0.5}, step=step)
         wandb_logger.finalize("success")
@@ -128,6 +132,7 @@ def comet_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], flo
         folder = _fresh(root, "comet_logger")
         start = time.perf_counter()
         comet_logger = CometLogger(project_name="bench", offline=True, save_dir=folder)
+        comet_logger.set_global_rank(0)
         for step in range(n):
             comet_logger.log_metrics({"loss": step * 0.5}, step=step)
         comet_logger.finalize("success")
