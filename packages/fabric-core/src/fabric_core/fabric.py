@@ -678,7 +678,7 @@ class Fabric:
             return
         plain = {name: _to_number(name, value) for name, value in metrics.items()}
         for logger in self._loggers:
-            logger.log_metrics(plain, step=step)
+            logger.log_metrics(metrics=plain, step=step)  # by keyword, as Lightning calls it
 
     # ------------- conveniences (accumulation, evaluation, profiling, progress)
     def accumulate(
