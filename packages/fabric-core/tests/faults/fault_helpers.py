@@ -240,8 +240,15 @@ def start_job(
             stderr=e,
             env=full_env,
             cwd=cwd or folder,
+            # A job started from a terminal: Ctrl-C is delivered. Under `nohup`/a background CI shell the
+            # test process inherits SIGINT ignored, which the job would inherit too.
+            preexec_fn=_terminal_signals,
         )
     return Job(proc, marker, out, err)
+
+
+def _terminal_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def fabric_lines(stderr: str) -> list[str]:
