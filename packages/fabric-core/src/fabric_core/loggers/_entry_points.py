@@ -29,8 +29,10 @@ INSTALL_HINT = 'pip install "fabric-core[loggers]"'
 
 
 def _entry_points() -> dict[str, metadata.EntryPoint]:
+    from fabric_core.registry import entry_points_in  # the one cached pass over installed metadata
+
     found: dict[str, metadata.EntryPoint] = {}
-    for entry_point in metadata.entry_points(group=GROUP):
+    for entry_point in entry_points_in(GROUP):
         found.setdefault(entry_point.name, entry_point)
     return found
 

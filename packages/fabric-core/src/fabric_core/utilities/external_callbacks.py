@@ -12,15 +12,16 @@ where ``factory()`` returns a callback or a list of callbacks. This is Lightning
 from __future__ import annotations
 
 import logging
-from importlib import metadata
 
 log = logging.getLogger(__name__)
 
 
 def load_external_callbacks(group: str) -> list[object]:
     """Call every factory registered under ``group`` and collect the callbacks they return."""
+    from fabric_core.registry import entry_points_in  # the one cached pass over installed metadata
+
     found: list[object] = []
-    for entry_point in metadata.entry_points(group=group):
+    for entry_point in entry_points_in(group):
         factory = entry_point.load()
         if not callable(factory):
             raise TypeError(
