@@ -131,9 +131,18 @@ def wandb_offline_run(save_dir: str, run_id: str, finished: bool = True, exits: 
 
 
 def _wandb_run_files(save_dir: str, run_id: str) -> list[str]:
+    """The run's files, oldest first; a run resumed within the same second as the first start gets
+    the folder name with a ``-N`` suffix (which would sort before the unsuffixed one by name)."""
     import glob
+    import re
 
-    return sorted(glob.glob(os.path.join(save_dir, "wandb", f"*-run-*-{run_id}", f"run-{run_id}.wandb")))
+    pattern = re.compile(rf"-run-(\d+_\d+)-{re.escape(run_id)}(?:-(\d+))?$")
+    found = []
+    for path in glob.glob(os.path.join(save_dir, "wandb", f"*-run-*-{run_id}*", f"run-{run_id}.wandb")):
+        match = pattern.search(os.path.basename(os.path.dirname(path)))
+        if match:
+            found.append(((match[1], int(match[2] or 0)), path))
+    return [path for _, path in sorted(found)]
 
 
 def _wandb_exit_records(save_dir: str, run_id: str) -> int:
