@@ -295,7 +295,13 @@ class Strategy(ABC):
         """Convert ``state`` to plain data and write it from global rank 0 (in the background with ``async_``)."""
         from fabric_core.checkpoint.state import convert_state_for_saving
 
-        converted = convert_state_for_saving(self, state, filter)
+        return self._write_from_rank_zero(convert_state_for_saving(self, state, filter), path, storage_options, async_)
+
+    def _write_from_rank_zero(
+        self, converted: dict[str, Any], path: str | Path, storage_options: Any, async_: bool
+    ) -> Future[None] | None:
+        """Write already converted state as one file from global rank 0: in the background with
+        ``async_`` (every rank returns a future), else synchronously followed by a barrier."""
         if async_:
             from fabric_core.checkpoint.async_save import finished
 

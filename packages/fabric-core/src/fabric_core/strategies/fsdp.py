@@ -288,17 +288,7 @@ class FSDPStrategy(ProcessGroupStrategy):
         if self.state_dict_type == "full":
             from fabric_core.strategies.fsdp_checkpoint import full_state
 
-            converted = full_state(self, state, filter)
-            if async_:
-                from fabric_core.checkpoint.async_save import finished
-
-                if self.is_global_zero:
-                    return self.checkpoint_io.save_checkpoint_async(converted, path, storage_options=storage_options)
-                return finished()
-            if self.is_global_zero:
-                self.checkpoint_io.save_checkpoint(converted, path, storage_options=storage_options)
-            self.barrier("save_checkpoint")
-            return None
+            return self._write_from_rank_zero(full_state(self, state, filter), path, storage_options, async_)
         if async_:
             raise ValueError(
                 "async_=True writes single-file checkpoints; a sharded FSDP checkpoint is saved synchronously. "

@@ -272,16 +272,7 @@ class ModelParallelStrategy(ProcessGroupStrategy):
             fsdp_checkpoint.save_sharded(self, path, state, filter, storage_options=storage_options)  # type: ignore[arg-type]
             return None
         converted = fsdp_checkpoint.full_state(self, state, filter)  # type: ignore[arg-type]
-        if async_:
-            from fabric_core.checkpoint.async_save import finished
-
-            if self.is_global_zero:
-                return self.checkpoint_io.save_checkpoint_async(converted, path, storage_options=storage_options)
-            return finished()
-        if self.is_global_zero:
-            self.checkpoint_io.save_checkpoint(converted, path, storage_options=storage_options)
-        self.barrier("save_checkpoint")
-        return None
+        return self._write_from_rank_zero(converted, path, storage_options, async_)
 
     def load_checkpoint(
         self,
