@@ -12,6 +12,7 @@ import csv
 import io
 import os
 from collections.abc import Iterable, Mapping
+from typing import IO
 
 from fabric_loggers._atomic import replace_atomically
 
@@ -109,7 +110,7 @@ class MetricsCSV:
             os.close(fd)
 
     def _rewrite(self, rows: list[dict[str, int | float]], columns: list[str], has_rows: bool) -> None:
-        def write(handle: io.TextIOBase) -> None:
+        def write(handle: IO[str]) -> None:
             writer = csv.DictWriter(handle, fieldnames=columns, restval="", lineterminator="\n")
             writer.writeheader()
             if has_rows:

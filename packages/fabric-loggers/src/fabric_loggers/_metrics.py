@@ -54,6 +54,8 @@ def check_step(step: Any) -> int:
     if type(step) is int:
         return step
     step = as_scalar(step)
-    if isinstance(step, bool) or not isinstance(step, numbers.Real) or not math.isfinite(step) or int(step) != step:
-        raise TypeError(f"step must be a whole number, got {step!r}.")
-    return int(step)
+    if isinstance(step, int) and not isinstance(step, bool):
+        return int(step)
+    if isinstance(step, float) and math.isfinite(step) and step.is_integer():
+        return int(step)
+    raise TypeError(f"step must be a whole number, got {step!r}.")

@@ -39,12 +39,12 @@ def existing_versions(experiment_dir: str) -> list[int]:
         entries = os.listdir(experiment_dir)
     except FileNotFoundError:
         return []
-    found = []
+    versions: list[int] = []
     for entry in entries:
         match = _VERSION_DIR.match(entry)
         if match and os.path.isdir(os.path.join(experiment_dir, entry)):
-            found.append(int(match.group(1)))
-    return found
+            versions.append(int(match.group(1)))
+    return versions
 
 
 def next_free_version(experiment_dir: str) -> int:

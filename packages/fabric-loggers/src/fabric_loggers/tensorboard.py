@@ -43,7 +43,9 @@ class _TensorBoardSink:
             self.writer.add_scalar(name, value, global_step=step)
 
     def write_summary(self, summary: Any) -> None:
-        self.writer.file_writer.add_summary(summary)
+        file_writer = self.writer.file_writer
+        assert file_writer is not None, "the sink's writer is open until close()"
+        file_writer.add_summary(summary)
 
     def flush(self) -> None:
         self.writer.flush()
