@@ -32,36 +32,88 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def record_failures(rank: int) -> None:
-    """In a worker: record an uncaught exception at once, where the launcher looks for it.
+#: How long a rank whose collective lost its peer waits, under torch's elastic agent, for the agent to stop it.
+CONSEQUENCE_GRACE_SECONDS = 10.0
 
-    Fabric's subprocess launcher reads ``FABRIC_FAILURE_DIR``; torch's elastic agent (torchrun,
-    ``fabric run``) reads ``TORCHELASTIC_ERROR_FILE``, and with the exception's time it reports the
-    rank that failed first rather than the ranks that failed because of it. A chained hook.
+
+class FailureRecorder:
+    """``sys.excepthook`` in a worker: record an uncaught exception at once, where the launcher looks for it.
+
+    Fabric's launchers read ``FABRIC_FAILURE_DIR``; torch's elastic agent (torchrun, ``fabric run``) reads
+    ``TORCHELASTIC_ERROR_FILE``. With the exception's time they report the rank that failed first rather than
+    the ranks that failed because of it. Chains to the hook it replaced; ``remove()`` puts that one back.
+
+    A collective that lost its peer is a consequence, not a cause: it is not recorded, and under the elastic
+    agent the process waits (up to ``CONSEQUENCE_GRACE_SECONDS``) for the agent to stop it. Exiting at once
+    would let the agent see this rank and the one that failed first in the same poll; torch then blames the
+    lowest rank on a tie of its whole-second timestamps (rank 0, here the consequence).
     """
-    folder = os.environ.get(FAILURE_DIR_ENV)
-    elastic = "TORCHELASTIC_ERROR_FILE" in os.environ
-    if not folder and not elastic:
-        return
-    previous = sys.excepthook
 
-    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        if is_lost_peer(value):  # a consequence of another rank's failure, not a cause
-            previous(kind, value, tb)
+    def __init__(self, rank: int, folder: str | None, elastic: bool) -> None:
+        self.rank = rank
+        self._folder = folder
+        self._elastic = elastic
+        self._previous = sys.excepthook
+        self._active = True
+
+    @classmethod
+    def install(cls, rank: int) -> FailureRecorder | None:
+        """Chain a recorder into ``sys.excepthook``; ``None`` (nothing installed) outside a Fabric or torch launcher."""
+        folder = os.environ.get(FAILURE_DIR_ENV) or None
+        elastic = "TORCHELASTIC_ERROR_FILE" in os.environ
+        if not folder and not elastic:
+            return None
+        recorder = cls(rank, folder, elastic)
+        sys.excepthook = recorder
+        return recorder
+
+    def remove(self) -> None:
+        """Put back the hook this one replaced; if another hook was chained on top since, only stop recording."""
+        self._active = False
+        if sys.excepthook is self:
+            sys.excepthook = self._previous
+
+    def __call__(self, kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if not self._active:
+            self._previous(kind, value, tb)
             return
-        if folder:
+        if is_lost_peer(value):
+            self._previous(kind, value, tb)
+            if self._elastic:
+                _wait_to_be_stopped(CONSEQUENCE_GRACE_SECONDS)
+            return
+        if self._folder:
             try:
-                (Path(folder) / str(rank)).write_text(f"{time.time()} {kind.__name__}")
+                (Path(self._folder) / str(self.rank)).write_text(f"{time.time()} {kind.__name__}")
             except OSError:
                 pass
-        if elastic and isinstance(value, Exception):
+        if self._elastic and isinstance(value, Exception):
             _write_elastic_error_file(kind, value, tb)
-        previous(kind, value, tb)
-
-    sys.excepthook = hook
+        self._previous(kind, value, tb)
 
 
-LOST_PEER_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+def _wait_to_be_stopped(seconds: float) -> None:
+    """Sleep so that the supervising agent, which stops every rank once one fails, sees the failed rank first.
+
+    Only where a local peer can be the cause (``LOCAL_WORLD_SIZE`` > 1): a peer on another node is not watched
+    by this node's agent, and the wait would only delay the end of the job.
+    """
+    if int(os.environ.get("LOCAL_WORLD_SIZE", "1") or "1") <= 1:
+        return
+    sys.stderr.flush()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+#: What gloo and the c10d store say when the other end of a connection went away (that process ended).
+LOST_PEER_MARKERS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "Socket unexpectedly closed",
+    "Connection was likely closed",
+)
 
 
 def is_lost_peer(error: BaseException | str) -> bool:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.strategy import Strategy
+from fabric_core.strategies.process_group_lease import DefaultGroupLease, lease_default_group
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 TIMEOUT_ENV = "FABRIC_COLLECTIVE_TIMEOUT"
@@ -28,24 +29,6 @@ def resolve_timeout(timeout: Any) -> timedelta:
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
         return timedelta(seconds=timeout)
     raise MisconfigurationError(f"timeout must be a positive number of seconds or a timedelta, got {timeout!r}.")
-
-
-def _destroy_at_exit() -> None:
-    """Leave the process group before interpreter shutdown.
-
-    Gloo's worker threads release the tensors of finished collectives (DDP's last buckets) a moment
-    after the work completes; doing that once the interpreter is finalising aborts the process
-    ("terminate called without an active exception"). Yielding the GIL briefly lets them finish.
-    """
-    import atexit
-    import time
-
-    def destroy() -> None:
-        if dist.is_initialized():
-            time.sleep(0.1)
-            dist.destroy_process_group()
-
-    atexit.register(destroy)
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -96,6 +79,7 @@ class ProcessGroupStrategy(Strategy):
         self.timeout = resolve_timeout(timeout)
         self._local_rank = 0
         self._store: Any = None  # a TCPStore handed over by the launcher (collision-free ports)
+        self._group_lease: DefaultGroupLease | None = None  # this strategy's use of the default group
 
     # ----------------------------------------------------------------- topology
     @property
@@ -165,15 +149,28 @@ class ProcessGroupStrategy(Strategy):
     def setup_environment(self) -> None:
         super().setup_environment()
         self._init_process_group()
-        from fabric_core.launchers.failures import record_failures
-
-        record_failures(self.global_rank)  # a no-op unless Fabric's own launcher started this worker
 
     def _init_process_group(self) -> None:
+        """Join the default process group: the one that exists (checked against this job), or a new one."""
         if not dist.is_available():
             raise RuntimeError("This torch build has no torch.distributed support.")
-        if dist.is_initialized():
+        if self._group_lease is not None:
             return
+        if dist.is_initialized():
+            self._check_existing_group()
+        self._group_lease = lease_default_group(self._create_process_group, rank=self.global_rank)
+
+    def _check_existing_group(self) -> None:
+        """A default group created before Fabric is used as is, but only if it is this job's."""
+        found = (dist.get_rank(), dist.get_world_size())
+        if found != (self.global_rank, self.world_size):
+            raise MisconfigurationError(
+                f"torch.distributed is already initialized with rank {found[0]} of world size {found[1]}, but this "
+                f"Fabric runs as rank {self.global_rank} of {self.world_size}. Create Fabric with the devices and "
+                "num_nodes of that group, or destroy it first (torch.distributed.destroy_process_group())."
+            )
+
+    def _create_process_group(self) -> None:
         env = self.cluster_environment
         assert env is not None
         env.set_world_size(self.world_size)
@@ -190,7 +187,6 @@ class ProcessGroupStrategy(Strategy):
 
             die_with_parent()
             dist.init_process_group(init_method="env://", rank=self.global_rank, world_size=self.world_size, **kwargs)
-            _destroy_at_exit()
             return
         else:
             store = dist.TCPStore(
@@ -202,11 +198,12 @@ class ProcessGroupStrategy(Strategy):
                 wait_for_workers=False,
             )
         dist.init_process_group(store=store, rank=self.global_rank, world_size=self.world_size, **kwargs)
-        _destroy_at_exit()
 
     def teardown(self) -> None:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        """Give back this strategy's use of the default group: destroyed only by the last Fabric, if Fabric made it."""
+        lease, self._group_lease = self._group_lease, None
+        if lease is not None:
+            lease.release()
         self._store = None
         super().teardown()
 
