@@ -47,7 +47,7 @@ def test_core_exports_the_classes_lazily_under_lightnings_path():
 def test_importing_core_loggers_imports_no_logger_package_or_tracker():
     code = (
         "import sys, fabric_core.loggers, fabric_loggers; "
-        "print(sorted(m for m in ('mlflow', 'wandb', 'comet_ml', 'tensorboard', 'yaml') if m in sys.modules))"
+        "print(sorted(m for m in ('mlflow', 'wandb', 'comet_ml', 'dvclive', 'dvc', 'tensorboard', 'yaml') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 

@@ -39,3 +39,9 @@ def comet() -> Logger:
     from fabric_loggers.comet_logger import CometLogger
 
     return CometLogger()
+
+
+def dvclive() -> Logger:
+    from fabric_loggers.dvclive_logger import DVCLiveLogger
+
+    return DVCLiveLogger()

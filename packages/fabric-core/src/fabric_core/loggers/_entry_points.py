@@ -16,13 +16,14 @@ from fabric_core.plugins.logger import Logger
 
 GROUP = "fabric_core.loggers"
 #: The names and classes fabric-loggers provides, so that asking for one without it installed gives the pip command.
-_FABRIC_LOGGERS_NAMES = ("csv", "tensorboard", "mlflow", "wandb", "comet", "clearml")
+_FABRIC_LOGGERS_NAMES = ("csv", "tensorboard", "mlflow", "wandb", "comet", "dvclive", "clearml")
 _FABRIC_LOGGERS_CLASSES = (
     "CSVLogger",
     "TensorBoardLogger",
     "MLflowLogger",
     "WandbLogger",
     "CometLogger",
+    "DVCLiveLogger",
     "ClearMLLogger",
 )
 INSTALL_HINT = 'pip install "fabric-core[loggers]"'
