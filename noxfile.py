@@ -5,11 +5,17 @@ reused between runs, so a fresh clone does not reinstall torch, DeepSpeed's comp
 torch-xla environment. Our own packages are installed editable, and reinstalled only when their
 metadata (pyproject.toml, version) or the session's install list changed: a stamp in each
 environment records what was installed (FABRIC_NOX_REINSTALL=1 forces a reinstall).
+
+Installs go through uv when nox finds it (`pip install nox uv`), else through pip. uv keeps one
+unpacked copy of each wheel in its cache and hardlinks it into every environment, so the sixteen
+environments share one torch on disk and a fresh one takes seconds; it is given pip's configuration
+(tools/uv_pip_options.py) so both installers pick the same builds (the local CPU torch, not PyPI's CUDA one).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import sys
@@ -28,11 +34,13 @@ S3_TEST_TOOLS = ("moto[server]>=5", "s3fs>=2023.1")
 nox.options.envdir = os.environ.get("FABRIC_NOX_ENVDIR", str(Path.home() / ".cache" / "fabric-nox"))
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
+# uv when installed beside nox or on PATH (environments in seconds, torch hardlinked from one cache), else virtualenv + pip.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 
 class _DropUvNotFound(logging.Filter):
-    """nox looks for uv on every run and logs "uv binary not found." when it is absent; we use pip on purpose
-    (uv ignores pip's configuration and would download a CUDA torch), so that one message is noise."""
+    """nox logs "uv binary not found." on every run without uv; it then falls back to virtualenv and pip,
+    which is a supported setup (only slower to build environments), so that one message is noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "uv binary not found."
@@ -43,6 +51,40 @@ logging.getLogger("nox").addFilter(_DropUvNotFound())
 
 def _pkg(name: str) -> str:
     return str(PACKAGES / name)
+
+
+def _uv_pip_options() -> tuple[list[str], dict[str, str]]:
+    """pip's configuration (find-links, indexes, constraints, cert) as `uv pip install` flags and variables."""
+    spec = importlib.util.spec_from_file_location("uv_pip_options", ROOT / "tools" / "uv_pip_options.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.uv_options(module.pip_settings(module.read_pip_config()))
+
+
+def _pip_install(session: nox.Session, *args: str, reinstall: tuple[str, ...] = ()) -> None:
+    """`session.install` with the same package sources under uv as under pip.
+
+    ``reinstall`` names distributions to reinstall even when present (pip reinstalls a local directory
+    every time; uv only when told).
+    """
+    if session.venv_backend != "uv":
+        session.install(*args)
+        return
+    flags, variables = _uv_pip_options()
+    for name in reinstall:
+        flags += ["--reinstall-package", name]
+    session.install(*flags, *args, env=variables)
+
+
+def _installed_torch(venv: Path) -> str:
+    """The torch version installed in ``venv`` and whether it is a CUDA build (read from its metadata)."""
+    versions = [
+        p.name.removesuffix(".dist-info").split("-")[1]
+        for p in venv.glob("lib/python*/site-packages/torch-*.dist-info")
+    ]
+    cuda = any(venv.glob("lib/python*/site-packages/nvidia_*.dist-info"))
+    return f"torch {', '.join(versions) or 'missing'} ({'CUDA build with NVIDIA libraries' if cuda else 'CPU build'})"
 
 
 def _metadata_stamp(packages: tuple[str, ...], *install_args: str) -> str:
@@ -77,19 +119,27 @@ def _install(
             f"packages unchanged since the last install into {venv}; not reinstalling (FABRIC_NOX_REINSTALL=1 forces it)"
         )
         return
-    if not _has_torch(venv):
+    first = not _has_torch(venv)
+    if first:
         session.log(
             f"first run of {session.name!r}: installing {', '.join(torch)} and the test tools into {venv} "
-            "(about 1 GB: under a minute from a local torch wheel, 5-10 minutes when pip downloads torch). Later runs reuse it."
+            + (
+                "(seconds once torch is in uv's cache; the first environment unpacks it, about 30 s). Later runs reuse it."
+                if session.venv_backend == "uv"
+                else "(about 1 GB: under a minute from a local torch wheel, 5-10 minutes when pip downloads torch; "
+                "`pip install uv` makes this seconds). Later runs reuse it."
+            )
         )
-    session.install(*torch, *TEST_TOOLS, *extra)
+    _pip_install(session, *torch, *TEST_TOOLS, *extra)
+    if first:
+        session.log(_installed_torch(venv))
     args: list[str] = []
     for package in ("fabric-core", *packages):
         args += ["-e", _pkg(package)]
     # --no-deps for siblings would skip their third-party deps; a constraint keeps torch where it is.
     constraint = Path(session.create_tmp()) / "torch-pin.txt"
     constraint.write_text("\n".join(torch) + "\n")
-    session.install("-c", str(constraint), *args)
+    _pip_install(session, "-c", str(constraint), *args, reinstall=("fabric-core", *packages))
     stamp_file.write_text(stamp)
 
 
@@ -201,7 +251,7 @@ def dev(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over the whole repository, and the backend contract (.importlinter) over the sources."""
-    session.install("ruff>=0.6", "import-linter>=2.1")
+    _pip_install(session, "ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     # import-linter reads the sources from these folders; nothing is imported, so no torch is needed.
@@ -233,7 +283,8 @@ def docs(session: nox.Session) -> None:
 def tools(session: nox.Session) -> None:
     """Release tooling: sibling pins agree with versions; the tools' tests; wheels install into a fresh venv with `fabric`."""
     # pytest-timeout: the root pyproject's `timeout` option belongs to it (pytest warns about an unknown option without it).
-    session.install("packaging", "pytest>=8", "pytest-timeout>=2.3", "build", "twine", "hatchling")
+    # pip: tools/build_wheels.py runs `python -m pip wheel` (an environment made by uv has no pip of its own).
+    _pip_install(session, "pip", "packaging", "pytest>=8", "pytest-timeout>=2.3", "build", "twine", "hatchling")
     session.run("python", "tools/check_pins.py")
     _pytest(session, "tools/tests")
     # The install the README documents, from wheels built here into a fresh venv (torch from the local disk).
@@ -243,7 +294,7 @@ def tools(session: nox.Session) -> None:
 @nox.session(default=False)
 def release(session: nox.Session) -> None:
     """Build and check every wheel and sdist (twine), and prove the extras install exactly their siblings."""
-    session.install("packaging", "build", "twine", "hatchling")
+    _pip_install(session, "pip", "packaging", "build", "twine", "hatchling")
     session.run("python", "tools/build_wheels.py", "--check")
     session.run("python", "tools/check_extras_install.py")
 
@@ -382,7 +433,7 @@ def trackers(session: nox.Session) -> None:
     session.env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"})
     _install(session, "fabric-loggers", extra=("numpy",))
     # The tracker libraries through fabric-loggers' own extras, as users install them (quick once present).
-    session.install(TORCH, "-e", f"{_pkg('fabric-loggers')}[mlflow,wandb,comet]")
+    _pip_install(session, TORCH, "-e", f"{_pkg('fabric-loggers')}[mlflow,wandb,comet]")
     _pytest(session, "packages/fabric-loggers/tests", markers="trackers")
 
 

@@ -20,8 +20,13 @@ from pathlib import Path
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes on disk under ``folder`` (links not followed; 0 if it does not exist)."""
+    """Bytes on disk under ``folder`` (links not followed; 0 if it does not exist).
+
+    A file hardlinked several times under ``folder`` counts once: uv links one unpacked copy of each
+    wheel from its cache into every environment, so the environments share torch on disk.
+    """
     total = 0
+    seen: set[tuple[int, int]] = set()
     stack = [folder]
     while stack:
         try:
@@ -32,8 +37,13 @@ def folder_bytes(folder: Path) -> int:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                else:
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if info.st_nlink > 1:
+                    if (info.st_dev, info.st_ino) in seen:
+                        continue
+                    seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
             except OSError:
                 continue
     return total
@@ -61,6 +71,8 @@ def table(report: dict, envdir: Path | None) -> str:
     lines += [f"{name:<16} {time:>7} {size:>9}  {result}" for name, time, size, result in rows]
     total_size = f"{folder_bytes(envdir) / 1e9:.1f} GB" if envdir is not None else ""
     lines.append(f"{'total':<16} {_minutes(total):>7} {total_size:>9}  {len(sessions)} sessions")
+    if envdir is not None:
+        lines.append("(env disk: each environment alone; total: the whole folder, a file shared by hardlinks once)")
     return "\n".join(lines)
 
 

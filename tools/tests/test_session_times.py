@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import session_times
@@ -28,10 +29,11 @@ def test_table_lists_sessions_slowest_first_with_their_disk(tmp_path: Path, caps
     (envdir / "cpu" / "blob").write_bytes(b"x" * 3_000_000)
     assert session_times.main([str(_report(tmp_path)), "--envdir", str(envdir)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["session", "cpu", "core", "cuda", "total"]
+    assert [line.split()[0] for line in lines[:-1]] == ["session", "cpu", "core", "cuda", "total"]
     assert lines[1].split()[1:4] == ["12:34", "0.0", "GB"]  # 3 MB rounds to 0.0 GB
     assert "skipped (this machine has no NVIDIA GPU)" in lines[3]
-    assert lines[-1].split()[1] == "13:39" and lines[-1].endswith("3 sessions")
+    assert lines[-2].split()[1] == "13:39" and lines[-2].endswith("3 sessions")
+    assert "hardlinks once" in lines[-1]
 
 
 def test_folder_bytes_counts_nested_files_and_a_missing_folder_is_empty(tmp_path: Path) -> None:
@@ -39,6 +41,16 @@ def test_folder_bytes_counts_nested_files_and_a_missing_folder_is_empty(tmp_path
     (tmp_path / "a" / "b" / "f").write_bytes(b"y" * 10_000)
     assert session_times.folder_bytes(tmp_path) >= 10_000
     assert session_times.folder_bytes(tmp_path / "missing") == 0
+
+
+def test_a_file_hardlinked_into_two_environments_counts_once_in_the_total(tmp_path: Path) -> None:
+    (tmp_path / "core").mkdir()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "core" / "libtorch.so").write_bytes(b"t" * 4_000_000)
+    os.link(tmp_path / "core" / "libtorch.so", tmp_path / "cpu" / "libtorch.so")
+    alone = session_times.folder_bytes(tmp_path / "cpu")
+    assert alone >= 4_000_000  # what the environment would take by itself
+    assert session_times.folder_bytes(tmp_path) < 2 * alone  # the shared copy once
 
 
 def test_an_unreadable_report_is_a_clear_error(tmp_path: Path, capsys) -> None:
