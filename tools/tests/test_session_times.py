@@ -43,6 +43,18 @@ def test_folder_bytes_counts_nested_files_and_a_missing_folder_is_empty(tmp_path
     assert session_times.folder_bytes(tmp_path / "missing") == 0
 
 
+def test_the_install_report_adds_each_sessions_install_time(tmp_path: Path, capsys) -> None:
+    installs = tmp_path / "install.json"
+    installs.write_text(json.dumps({"sessions": [{"name": "cpu", "result": "success", "duration": 12.0}]}))
+    no_envs = str(tmp_path / "no-envs")
+    assert session_times.main([str(_report(tmp_path)), "--install-report", str(installs), "--envdir", no_envs]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["session", "install", "time"]
+    assert lines[1].split()[:3] == ["cpu", "0:12", "12:34"]
+    assert lines[2].split()[:2] == ["core", "1:05"]  # no install line for it: the column stays empty
+    assert lines[-1].split()[:3] == ["total", "0:12", "13:39"]
+
+
 def test_a_file_hardlinked_into_two_environments_counts_once_in_the_total(tmp_path: Path) -> None:
     (tmp_path / "core").mkdir()
     (tmp_path / "cpu").mkdir()
