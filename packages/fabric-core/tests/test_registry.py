@@ -84,7 +84,7 @@ def on_path(tmp_path, monkeypatch):
     sys.modules.pop("fake_backend", None)
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1"])  # 1.0: a backend built before the 1.1 additions still loads
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])  # backends built for older minors still load
 def test_compatible_backend_loads(on_path, version):
     _fake_backend(on_path, version)
     assert registry.load("accelerator", "fake").name == "fake"
@@ -94,7 +94,7 @@ def test_compatible_backend_loads(on_path, version):
 def test_incompatible_backend_is_refused_naming_both_versions(on_path, version):
     _fake_backend(on_path, version)
     with pytest.raises(
-        PluginVersionError, match=rf"built for Fabric plugin interface {version}.*provides 1\.1.*pip install -U"
+        PluginVersionError, match=rf"built for Fabric plugin interface {version}.*provides 1\.2.*pip install -U"
     ):
         registry.load("accelerator", "fake")
 

@@ -112,6 +112,12 @@ class TestPlanResolution:
         with pytest.raises(MisconfigurationError, match=r"5005 and 9089.*xla_spmd"):
             resolve_plan(accelerator="tpu", strategy="xla", devices=2)
 
+    def test_spmd_is_one_process_driving_every_device(self, xla_cpu):
+        # Not distributed (one process), yet devices=2 is accepted: the strategy says it drives them all.
+        plan = resolve_plan(accelerator="tpu", strategy="xla_spmd", devices=2)
+        assert not plan.strategy.is_distributed and plan.strategy.one_process_drives_all_devices
+        assert plan.strategy.world_size == 1 and len(plan.strategy.parallel_devices) == 2
+
     def test_spmd_must_span_every_device(self, xla_cpu):
         with pytest.raises(MisconfigurationError, match="cannot use a subset"):
             resolve_plan(accelerator="tpu", strategy="xla_spmd", devices=1)

@@ -22,9 +22,16 @@ def test_trains_saves_shards_restores_and_merges(tmp_path):
     ref_losses, _ = train_reference()
     assert result["losses"][-1] < 0.25 * result["losses"][0]
     torch.testing.assert_close(torch.tensor(result["losses"]), torch.tensor(ref_losses), atol=1e-5, rtol=1e-4)
-    assert sorted(p.name for p in folder.iterdir()) == ["rank-00000-of-00001.pt"]
+    # The optimizer was built from model.parameters(): the set-up module lists the wrapper's shards.
+    assert result["parameter_names"] and all(n.startswith("_fsdp_shard") for n in result["parameter_names"])
+    assert result["state_keys_sharded"]
+    assert sorted(p.name for p in folder.iterdir()) == ["fabric-manifest.json", "rank-00000-of-00001.pt"]
     assert result["after"] == result["before"]  # restored exactly
     assert result["remainder"] == {"epoch": 3}
+    assert result["url_remainder"] == {"epoch": 4} and result["url_after"] == result["before"]
+    assert result["url_merged_keys"] == ["epoch", "model"]
+    assert "saves its folder of shards synchronously" in result["async_refused"]
+    assert "is damaged" in result["damaged"] and "rank-00000-of-00001.pt" in result["damaged"]
     # The merged file is an ordinary checkpoint: plain torch loads it into the unwrapped model.
     assert result["merged_keys"] == ["epoch", "model"]  # optimizer shards are not merged
     assert result["plain_state_keys"] == ["0.bias", "0.weight", "2.bias", "2.weight"]

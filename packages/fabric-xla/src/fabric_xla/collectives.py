@@ -47,8 +47,8 @@ def broadcast(obj: Any, src: int, device: torch.device, rank: int) -> Any:
         xm.collective_broadcast([result], root_ordinal=src)
         return result
     payload = pickle.dumps(obj) if rank == src else b""
-    size = torch.tensor([len(payload)], dtype=torch.int64, device=device)
-    size = int(xm.all_reduce("max", size).item())
+    length = torch.tensor([len(payload)], dtype=torch.int64, device=device)
+    size = int(xm.all_reduce("max", length).item())
     buffer = torch.zeros(size, dtype=torch.uint8)
     if rank == src:
         buffer[:] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)

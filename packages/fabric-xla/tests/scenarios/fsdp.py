@@ -3,32 +3,64 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from fabric_core import Fabric
 from fabric_core.errors import MisconfigurationError
-from fabric_xla import consolidate_checkpoint, sharded_parameters
+from fabric_core.plugins.checkpointing import CheckpointError
+from fabric_xla import consolidate_checkpoint
 from xla_helpers import cpu_state, emit, make_data, make_model, train_fabric
 
 
+def own_parameters(model: torch.nn.Module):
+    """What a user writes: the optimizer from the set-up module's parameters (the wrapper owns them)."""
+    return model.parameters()
+
+
 def train_save_load(fabric: Fabric, folder: str, merged_file: str) -> dict:
-    losses, model, optimizer, _ = train_fabric(fabric, parameters=sharded_parameters)
+    losses, model, optimizer, _ = train_fabric(fabric, parameters=own_parameters)
     x, _ = make_data()
     before = model(x.to(fabric.device)).cpu()
     fabric.save(folder, {"model": model, "optimizer": optimizer, "epoch": 3})
     with torch.no_grad():
-        for p in sharded_parameters(model):
+        for p in model.parameters():
             p.zero_()
     remainder = fabric.load(folder, {"model": model, "optimizer": optimizer})
     after = model(x.to(fabric.device)).cpu()
     merged = consolidate_checkpoint(folder, merged_file)
-    return {
+    result = {
         "losses": losses,
         "before": before.tolist(),
         "after": after.tolist(),
         "remainder": remainder,
         "merged_keys": sorted(merged),
+        "parameter_names": [name for name, _ in model.named_parameters()],
+        "state_keys_sharded": all("_fsdp_shard" in key for key in model.state_dict()),
     }
+    # The same through an fsspec URL: shards and manifest uploaded, read back, merged from there.
+    url = "memory://bucket/xla-fsdp"
+    fabric.save(url, {"model": model, "epoch": 4})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    result["url_remainder"] = fabric.load(url, {"model": model})
+    result["url_after"] = model(x.to(fabric.device)).cpu().tolist()
+    result["url_merged_keys"] = sorted(consolidate_checkpoint(url, merged_file + ".from-url"))
+    try:
+        fabric.save(folder + "-async", {"model": model}, async_=True)
+    except ValueError as err:
+        result["async_refused"] = str(err)
+    # A damaged shard is refused before anything is restored, unless verify=False.
+    shard = Path(folder) / "rank-00000-of-00001.pt"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    try:
+        fabric.load(folder, {"model": model, "optimizer": optimizer})
+    except CheckpointError as err:
+        result["damaged"] = str(err)
+    return result
 
 
 def refused(fabric: Fabric) -> dict:

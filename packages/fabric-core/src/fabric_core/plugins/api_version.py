@@ -5,4 +5,4 @@ group. Core accepts a backend whose major version equals ours and whose minor ve
 than ours (a newer minor may rely on interface additions this core lacks).
 """
 
-PLUGIN_API_VERSION = "1.1"
+PLUGIN_API_VERSION = "1.2"

@@ -216,10 +216,6 @@ class Strategy(ABC):
         """Step ``optimizer`` through the precision plugin."""
         return self.precision.optimizer_step(optimizer, **kwargs)
 
-    def optimizer_zero_grad(self, optimizer: Optimizer, set_to_none: bool = True) -> None:
-        """Clear the gradients of ``optimizer`` (engines that own the gradients override this)."""
-        optimizer.zero_grad(set_to_none=set_to_none)
-
     def no_backward_sync(self, module: Module, enabled: bool) -> AbstractContextManager[None]:
         """Skip gradient synchronisation for ``module`` while the context is open."""
         return nullcontext()

@@ -32,11 +32,11 @@ class _FabricOptimizer:
         self._optimizer = optimizer
         self._strategy = strategy
         self._callbacks = [c for c in callbacks or [] if callable(getattr(c, "on_after_optimizer_step", None))]
-        # Fast path: where nothing stands between the user and the optimizer, call it directly.
+        # Fast path: where nothing stands between the user and the optimizer, call it directly. zero_grad always
+        # is the optimizer's own (an engine that owns the gradients hands back an optimizer whose zero_grad is its).
         from fabric_core.plugins.strategy import Strategy
 
-        if getattr(type(strategy), "optimizer_zero_grad", None) is Strategy.optimizer_zero_grad:
-            self.zero_grad = optimizer.zero_grad  # type: ignore[method-assign]
+        self.zero_grad = optimizer.zero_grad  # type: ignore[method-assign]
         if (
             getattr(type(strategy), "optimizer_step", None) is Strategy.optimizer_step
             and strategy.precision.plain_backward_and_step
@@ -110,7 +110,7 @@ class _FabricOptimizer:
         return output
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self._strategy.optimizer_zero_grad(self._optimizer, set_to_none)
+        self._optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
         return self._strategy.get_optimizer_state(self._optimizer)

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from fabric_core.plugins.strategy import Strategy
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    import torch
     from torch import Tensor
     from torch.nn import Module
     from torch.optim import Optimizer
@@ -102,19 +105,31 @@ class XLAStrategyBase(Strategy):
         torch_xla.sync()
         return output
 
+    def process_dataloader(self, dataloader: Any, device: torch.device | None) -> Any:
+        """Batches uploaded in the background by torch_xla's loader (what ``MpDeviceLoader`` wraps); each batch
+        also ends the pending graph. ``None`` (move each batch with ``batch_to_device``) when not moving batches."""
+        if device is None or device.type != "xla":
+            return None
+        from fabric_xla.data_loading import device_batches
+
+        return device_batches(dataloader, device)
+
     def save_checkpoint(
         self,
         path: str | Path,
         state: dict[str, Any],
         storage_options: Any = None,
         filter: dict[str, Callable[[str, Any], bool]] | None = None,
-    ) -> None:
-        """Convert ``state``, copy XLA tensors to the host on every process, write from global rank 0."""
+        async_: bool = False,
+    ) -> Future[None] | None:
+        """Convert ``state``, copy XLA tensors to the host on every process, write from global rank 0.
+
+        The file is core's (atomic, checksummed, fsspec URLs with ``storage_options``); with ``async_`` it is
+        written in the background from the host copy.
+        """
         from fabric_core.plugins.checkpointing import convert_state_for_saving
 
         from fabric_xla.checkpoint import to_cpu
 
         converted = to_cpu(convert_state_for_saving(self, state, filter))
-        if self.is_global_zero:
-            self.checkpoint_io.save_checkpoint(converted, path, storage_options=storage_options)
-        self.barrier("save_checkpoint")
+        return self._write_from_rank_zero(converted, path, storage_options, async_)

@@ -15,26 +15,23 @@ from fabric_xla import probe
 from fabric_xla.strategies.data_parallel import XLAStrategy
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from torch.nn import Module, Parameter
     from torch.optim import Optimizer
 
-#: Reserved key of each shard file: which rank wrote it, out of how many, and the FSDP shard metadata.
-SHARD_INFO_KEY = "__xla_fsdp_shard__"
 _STRATEGY_ARGS = ("accelerator", "precision", "checkpoint_io", "cluster_environment", "parallel_devices")
-
-
-def shard_file_name(rank: int, world_size: int) -> str:
-    return f"rank-{rank:05d}-of-{world_size:05d}.pt"
 
 
 class XLAFSDPStrategy(XLAStrategy):
     """Shards parameters, gradients and optimizer state over the replicas (torch_xla's FSDP).
 
     Parameters are flattened and sharded when the module is set up, so create the optimizer after
-    ``fabric.setup_module``, from ``sharded_parameters(model)``, then pass it to ``fabric.setup_optimizers``. Checkpoints
-    are folders with one shard file per replica (``rank-00000-of-00008.pt``); ``fabric.load`` restores
-    them with the same number of replicas, and ``fabric_xla.consolidate_checkpoint`` merges the model
-    shards into one ordinary file that any strategy loads.
+    ``model = fabric.setup_module(model)``, from ``model.parameters()`` (the wrapper's shards), then pass it
+    to ``fabric.setup_optimizers``. Checkpoints are folders with one shard file per replica
+    (``rank-00000-of-00008.pt``) and a checksum manifest; ``fabric.load`` restores them with the same
+    number of replicas, and ``fabric_xla.consolidate_checkpoint`` merges the model shards into one
+    ordinary file that any strategy loads.
 
     Args:
         auto_wrap_policy: which submodules become their own FSDP unit (torch_xla's wrap policies).
@@ -44,6 +41,9 @@ class XLAFSDPStrategy(XLAStrategy):
 
     name = "xla_fsdp"
     supports_no_backward_sync = False
+    # torch_xla's FSDP moves the parameters into its wrapper (flattened shards): the module fabric.setup_module
+    # returns lists those, so an optimizer is built from ``model.parameters()``.
+    wrapper_owns_parameters = True
 
     def __init__(
         self,
@@ -157,68 +157,61 @@ class XLAFSDPStrategy(XLAStrategy):
         state: dict[str, Any],
         storage_options: Any = None,
         filter: dict[str, Callable[[str, Any], bool]] | None = None,
-    ) -> None:
-        """Every replica writes its shard into the folder ``path`` (modules, optimizers, plain values)."""
-        import fsspec
+        async_: bool = False,
+    ) -> Future[None] | None:
+        """Every replica writes its shard into the folder ``path`` (a local path or an fsspec URL); the
+        checksum manifest, written last, completes it (see ``fabric_xla.shard_folder``)."""
+        if async_:
+            raise ValueError(
+                f"async_=True writes single-file checkpoints; strategy {self.name!r} saves its folder of shards "
+                "synchronously (the manifest that completes it needs every replica's file). Drop async_, or use "
+                "strategy='xla_spmd_fsdp', whose checkpoints are single files."
+            )
         from fabric_core.plugins.checkpointing import convert_state_for_saving
         from fabric_core.plugins.wrapped import unwrap_module
         from torch.nn import Module
 
         from fabric_xla.checkpoint import to_cpu
+        from fabric_xla.shard_folder import SHARD_INFO_KEY, save_shards
 
-        converted = to_cpu(convert_state_for_saving(self, state, filter))
+        shard = to_cpu(convert_state_for_saving(self, state, filter))
         metadata = {}
         for key, obj in state.items():
             wrapper = self._wrapper_of(unwrap_module(obj)) if isinstance(obj, Module) else None
             if wrapper is not None:
-                metadata[key] = wrapper.get_shard_metadata()
-        rank, world_size = self.global_rank, self.world_size
-        converted[SHARD_INFO_KEY] = {"rank": rank, "world_size": world_size, "shard_metadata": metadata}
-        fs, root = fsspec.core.url_to_fs(str(path))
-        if fs.isfile(root):
-            raise CheckpointError(
-                f"{str(path)!r} is a file; strategy {self.name!r} writes a folder of shards there. Choose another path."
-            )
-        fs.makedirs(root, exist_ok=True)
-        target = f"{str(path).rstrip('/')}/{shard_file_name(rank, world_size)}"
-        self.checkpoint_io.save_checkpoint(converted, target, storage_options=storage_options)
-        self.barrier("save_checkpoint")
+                metadata[key] = wrapper.get_shard_metadata()  # type: ignore[operator]
+        shard[SHARD_INFO_KEY] = {"rank": self.global_rank, "world_size": self.world_size, "shard_metadata": metadata}
+        save_shards(self, path, shard, storage_options)
+        return None
 
     def load_checkpoint(
-        self, path: str | Path, state: dict[str, Any] | Any = None, strict: bool = True, weights_only: bool = True
+        self,
+        path: str | Path,
+        state: dict[str, Any] | Any = None,
+        strict: bool = True,
+        weights_only: bool = True,
+        verify: bool = True,
+        storage_options: Any = None,
     ) -> dict[str, Any]:
-        """Restore this replica's shard from the folder ``path`` written with the same number of replicas."""
-        import fsspec
+        """Restore this replica's shard from the folder ``path`` written with the same number of replicas
+        (checksums verified unless ``verify=False``); a single file loads as with any strategy."""
+        from fabric_core.plugins import checkpoint_folders as folders
         from fabric_core.plugins.checkpointing import restore_state
 
-        fs, root = fsspec.core.url_to_fs(str(path))
-        if not fs.isdir(root):
-            return super().load_checkpoint(path, state, strict=strict, weights_only=weights_only)
+        from fabric_xla.shard_folder import load_shard
+
+        if not folders.is_folder(path, storage_options):
+            return super().load_checkpoint(path, state, strict, weights_only, verify, storage_options)
         self.barrier("load_checkpoint")
-        rank, world_size = self.global_rank, self.world_size
-        target = f"{str(path).rstrip('/')}/{shard_file_name(rank, world_size)}"
-        target_fs, target_path = fsspec.core.url_to_fs(target)
-        if not target_fs.exists(target_path):
-            found = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-            raise CheckpointError(
-                f"Sharded checkpoint {str(path)!r} has no shard for rank {rank} of {world_size} replicas (it holds "
-                f"{found}). Load it with the number of replicas that wrote it, or merge it with "
-                "fabric_xla.consolidate_checkpoint."
-            )
-        checkpoint = self.checkpoint_io.load_checkpoint(target, map_location="cpu", weights_only=weights_only)
-        checkpoint.pop(SHARD_INFO_KEY, None)
-        return restore_state(self, checkpoint, state, strict=strict, path=path)
+        shard = load_shard(self, path, weights_only=weights_only, verify=verify, storage_options=storage_options)
+        return restore_state(self, shard, state, strict=strict, path=path)
 
 
 def sharded_parameters(module: Module) -> Iterator[Parameter]:
-    """The sharded parameters of a module set up with ``xla_fsdp``: build the optimizer from these.
+    """The sharded parameters of a module set up with ``xla_fsdp``; the same as ``module.parameters()``.
 
-    torch_xla's FSDP moves the parameters from the user's module into its wrapper, and the module
-    ``fabric.setup_module`` returns lists the user's module's own (now empty) parameters. Until
-    fabric-core lets a strategy's wrapper own the parameters, pass this to the optimizer instead::
-
-        model = fabric.setup_module(model)
-        optimizer = fabric.setup_optimizers(torch.optim.AdamW(sharded_parameters(model)))
+    Kept for scripts written before the module ``fabric.setup_module`` returns listed the wrapper's
+    shards itself; new code builds the optimizer from ``model.parameters()``.
     """
     from torch_xla.distributed.fsdp import XlaFullyShardedDataParallel
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,8 +34,9 @@ class XLASPMDStrategy(XLAStrategyBase):
     """
 
     name = "xla_spmd"
-    # Several devices take part, although from one process (core counts one process per device).
-    is_distributed = True
+    # One process drives every device: plan resolution accepts devices>1 with a world size of 1.
+    is_distributed = False
+    one_process_drives_all_devices = True
     supports_no_backward_sync = False
 
     def __init__(self, mode: str = "data_parallel", axis_name: str | None = None, **kwargs: Any) -> None:
@@ -45,9 +47,13 @@ class XLASPMDStrategy(XLAStrategyBase):
             )
         self.mode = mode
         if mode == "fully_sharded":
-            self.name = "xla_spmd_fsdp"  # type: ignore[misc]  (the registry name this mode is known by)
+            vars(self)["name"] = "xla_spmd_fsdp"  # the registry name this mode is known by (an instance value)
         self.axis_name = axis_name or ("fsdp" if mode == "fully_sharded" else "data")
         self._mesh: Any = None
+        self._sharded: weakref.WeakSet[Module] = weakref.WeakSet()
+
+    def _fresh_runtime_state(self) -> dict[str, Any]:
+        return {**super()._fresh_runtime_state(), "_sharded": weakref.WeakSet()}
 
     @property
     def root_device(self) -> torch.device:
@@ -98,6 +104,12 @@ class XLASPMDStrategy(XLAStrategyBase):
             return module
         from torch_xla.experimental.spmd_fully_sharded_data_parallel import SpmdFullyShardedDataParallel
 
+        if module in self._sharded:
+            raise ValueError(
+                f"This module was already set up with strategy {self.name!r}; a second set-up would shard its "
+                "parameters twice. Set it up once and reuse the module fabric.setup returned."
+            )
+        self._sharded.add(module)
         return SpmdFullyShardedDataParallel(module, mesh=self.mesh, shard_output=self._shard_output)
 
     def _shard_output(self, output: Any, mesh: Any) -> None:
@@ -110,6 +122,11 @@ class XLASPMDStrategy(XLAStrategyBase):
             return t
 
         apply_to_tensors(output, mark)
+
+    def process_dataloader(self, dataloader: Any, device: torch.device | None) -> Any:
+        """``None``: each batch is moved by ``batch_to_device``, which shards every tensor along its own first
+        dimension (torch_xla's loader takes one sharding for all tensors of a batch, whatever their rank)."""
+        return None
 
     def batch_to_device(self, batch: Any, device: torch.device | None = None) -> Any:
         """Move the batch to the devices, each tensor split along its first dimension over the mesh."""
