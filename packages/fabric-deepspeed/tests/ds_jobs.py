@@ -132,6 +132,39 @@ def feature_legs(results: dict[str, Any], tmp: Path, accelerator: str) -> None:
     _leg(results, "safe_loading", lambda: _safe_loading(accelerator, tmp / "unsafe"))
     _leg(results, "load_errors", lambda: _load_errors(accelerator, tmp))
     _leg(results, "setup_module_stage3", lambda: _setup_module_stage3(_ds(accelerator, stage=3)))
+    # a plain loss.backward(): the engine's own hooks make it right under ZeRO, the engine refuses it at stage 0
+    for stage in (1, 2, 3):
+        _leg(
+            results,
+            f"plain_backward_stage{stage}",
+            lambda s=stage: T.train(_ds(accelerator, stage=s), plain_backward=True),
+        )
+    _leg(
+        results,
+        "plain_backward_stage0",
+        lambda: _error_of(lambda: T.train(_ds(accelerator, stage=0), plain_backward=True)),
+    )
+    _leg(results, "raw_step", lambda: _raw_step(_ds(accelerator, stage=2)))
+
+
+def _error_of(call: Callable[[], Any]) -> str:
+    try:
+        call()
+    except RuntimeError as err:
+        return str(err)
+    return "no error"
+
+
+def _raw_step(fabric: Fabric) -> dict[str, Any]:
+    """Stepping the optimizer passed to fabric.setup (not the returned one) would bypass the engine: refused."""
+    model = T.make_model()
+    user_opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = fabric.setup(model, user_opt)
+    x, y = T.dataset().tensors
+    fabric.backward(nn.functional.mse_loss(model(x.to(fabric.device)), y.to(fabric.device)))
+    raw = _error_of(user_opt.step)
+    opt.step()  # the returned optimizer steps through the engine (which steps the user's optimizer inside)
+    return {"raw": raw, "engine_steps": fabric.strategy.engines[-1].global_steps}
 
 
 def _init_module_stage3(fabric: Fabric) -> dict[str, Any]:

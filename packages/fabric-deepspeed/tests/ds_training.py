@@ -55,12 +55,14 @@ def train(
     model: nn.Module | None = None,
     clip: float | None = None,
     engine_accumulates: bool = False,
+    plain_backward: bool = False,
 ) -> list[float]:
     """Train for ``steps`` optimizer steps; returns the loss of each step averaged over ranks and micro-batches.
 
     ``accumulate`` micro-batches per step, the DDP way (several backwards, one step); with
     ``engine_accumulates`` the loop steps after every micro-batch and DeepSpeed decides when to update
-    (``gradient_accumulation_steps`` in its config).
+    (``gradient_accumulation_steps`` in its config). ``plain_backward``: ``loss.backward()`` instead of
+    ``fabric.backward(loss)``.
     """
     model = make_model() if model is None else model
     opt = (
@@ -84,7 +86,10 @@ def train(
             else:
                 with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
                     loss = nn.functional.mse_loss(model(x), y)
-                    fabric.backward(loss / accumulate)
+                    if plain_backward:
+                        (loss / accumulate).backward()
+                    else:
+                        fabric.backward(loss / accumulate)
             total += loss.detach().float().item() / accumulate
         if not engine_accumulates:
             if clip is not None:

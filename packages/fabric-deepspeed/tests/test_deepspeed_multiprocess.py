@@ -125,6 +125,22 @@ def test_returned_optimizer_is_the_users_class_and_drives_the_engine(results) ->
     assert run["engine_lr"] == pytest.approx(0.01 * 0.25) == run["user_lr"]
 
 
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_plain_loss_backward_trains_like_fabric_backward_under_zero(results, stage) -> None:
+    # DeepSpeed hooks its forward's outputs, so loss.backward() runs the engine's reduction too.
+    assert_close(leg(results, f"plain_backward_stage{stage}"), leg(results, "ddp"))
+
+
+def test_plain_loss_backward_is_refused_by_the_engine_at_stage0(results) -> None:
+    assert "engine.backward(loss)" in leg(results, "plain_backward_stage0")
+
+
+def test_stepping_the_original_optimizer_is_refused(results) -> None:
+    run = leg(results, "raw_step")
+    assert "not on the one it returned" in run["raw"] and "DeepSpeed engine" in run["raw"]
+    assert run["engine_steps"] == 1
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_checkpoint_round_trip_resumes_exactly(results, stage) -> None:
     run = leg(results, f"resume_stage{stage}")

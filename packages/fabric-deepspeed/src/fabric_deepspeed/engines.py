@@ -22,6 +22,7 @@ class EngineRegistry:
 
     def __init__(self) -> None:
         self._records: list[EngineRecord] = []
+        self.trainable: list[Any] = []  # engines set up with an optimizer, in order (read on every backward)
 
     @property
     def engines(self) -> list[Any]:
@@ -29,6 +30,8 @@ class EngineRegistry:
 
     def add(self, engine: Any, optimizer: Any, user_optimizer: Any, scheduler: Any) -> None:
         self._records.append(EngineRecord(engine, optimizer, user_optimizer, scheduler))
+        if optimizer is not None:
+            self.trainable.append(engine)
 
     def record_of(self, engine: Any) -> EngineRecord:
         for record in self._records:
@@ -84,7 +87,7 @@ class EngineRegistry:
                     "fabric.backward(loss, model=...) got a model set up without an optimizer; it cannot train."
                 )
             return engine
-        trainable = [r.engine for r in self._records if r.optimizer is not None]
+        trainable = self.trainable
         if len(trainable) == 1:
             return trainable[0]
         if not trainable:
@@ -113,6 +116,7 @@ class EngineRegistry:
             if callable(destroy):
                 destroy()
         self._records.clear()
+        self.trainable.clear()
 
 
 def _is_module(value: Any) -> bool:

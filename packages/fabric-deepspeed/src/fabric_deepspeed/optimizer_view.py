@@ -50,3 +50,16 @@ def engine_optimizer_view(optimizer: Optimizer, engine: Any) -> Optimizer:
 def engine_of_view(view: Any) -> Any:
     """The engine behind a view made by ``engine_optimizer_view`` (``None`` for other objects)."""
     return getattr(type(view), "_fabric_engine", None) if isinstance(view, _EngineDriven) else None
+
+
+def refuse_raw_step(engine: Any, strategy_name: str, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+    """Step pre-hook on the user's optimizer: only the engine's own step may step it.
+
+    Stepping the optimizer passed to ``fabric.setup`` directly would bypass ZeRO (its parameter
+    groups point at the engine's shards, whose gradients only the engine fills).
+    """
+    if not getattr(engine, "_running_engine_step", True):  # DeepSpeed sets it while engine.step() runs
+        raise RuntimeError(
+            "optimizer.step() was called on the optimizer you passed to fabric.setup, not on the one it returned. With "
+            f"strategy {strategy_name!r} that would skip the DeepSpeed engine: use the optimizer returned by fabric.setup."
+        )

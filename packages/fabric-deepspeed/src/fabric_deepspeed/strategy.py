@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +23,7 @@ from torch.optim import Optimizer
 from fabric_deepspeed.availability import require_deepspeed
 from fabric_deepspeed.config import build_config, load_config, offload_device, zero_stage
 from fabric_deepspeed.engines import EngineRegistry
-from fabric_deepspeed.optimizer_view import engine_optimizer_view
+from fabric_deepspeed.optimizer_view import engine_optimizer_view, refuse_raw_step
 from fabric_deepspeed.precision import DeepSpeedPrecision, check_supported
 
 # Accelerator name in Fabric -> what DeepSpeed's accelerator reports as its device name.
@@ -131,8 +132,14 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         return self.zero_stage <= 1
 
     def requires_fabric_backward(self) -> bool:
-        """Backward and step must run through the engine (loss scaling, ZeRO's reduction epilogue)."""
-        return True
+        """``False``: a plain ``loss.backward()`` is never silently wrong under DeepSpeed (>= 0.19.8).
+
+        The engine hooks the outputs of its forward: under ZeRO a plain backward runs the engine's
+        prologue and epilogue (the same gradients as ``fabric.backward``), and where it cannot
+        (stage 0, loss scaling) the engine raises. So the module wrapper adds no guard of its own to
+        every step; stepping the user's original optimizer is still refused (``refuse_raw_step``).
+        """
+        return False
 
     @property
     def engines(self) -> list[Any]:
@@ -248,7 +255,10 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
             engine, _, _, _ = deepspeed.initialize(
                 model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False
             )
-        view = engine_optimizer_view(optimizer, engine) if optimizer is not None else None
+        view = None
+        if optimizer is not None:
+            view = engine_optimizer_view(optimizer, engine)
+            optimizer.register_step_pre_hook(functools.partial(refuse_raw_step, engine, self.name))
         self._engines.add(engine, view, optimizer, scheduler)
         return engine
 
@@ -273,13 +283,17 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
 
     # ---------------------------------------------------------------- training
     def backward(self, tensor: Tensor, module: Module | None, *args: Any, **kwargs: Any) -> None:
-        engine = self._engines.for_backward(module)
+        trainable = self._engines.trainable
+        engine = trainable[0] if module is None and len(trainable) == 1 else self._engines.for_backward(module)
         engine.backward(tensor, *args, **kwargs)
 
     def optimizer_step(self, optimizer: Optimizer, **kwargs: Any) -> Any:
         if kwargs.get("closure") is not None:
             raise ValueError("DeepSpeed's optimizer step takes no closure; call optimizer.step() without arguments.")
-        engine = self._engines.for_optimizer(optimizer)
+        # The view fabric.setup returned knows its engine; anything else is looked up.
+        engine = getattr(type(optimizer), "_fabric_engine", None)
+        if engine is None:
+            engine = self._engines.for_optimizer(optimizer)
         engine.step()
         return None
 
