@@ -189,7 +189,7 @@ def main(fabric, mode, url, options, start):
             for p in model.parameters():
                 torch.nn.init.constant_(p, float(step))
         print(f"SAVING {step}", flush=True)
-        if mode == "async":
+        if mode in ("async", "sharded_async"):
             handle = fabric.save(url, {"model": model, "step": step}, storage_options=options, async_=True)
             print(f"RETURNED {step}", flush=True)
             with torch.no_grad():  # training goes on while the snapshot is written
@@ -203,7 +203,7 @@ def main(fabric, mode, url, options, start):
 
 if __name__ == "__main__":
     mode, url, options, start = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
-    strategy = FSDPStrategy(start_method="spawn") if mode == "sharded" else "auto"
+    strategy = FSDPStrategy(start_method="spawn") if mode.startswith("sharded") else "auto"
     fabric = Fabric(accelerator="cpu", strategy=strategy, devices=1)
     fabric.launch(main, mode, url, options, start)
 """
@@ -227,7 +227,7 @@ def _next(lines: queue.Queue, prefix: str, timeout: float = 300) -> tuple[float,
 
 
 def _load_latest(mode: str, url: str, options: dict[str, Any], scratch: Path) -> dict[str, Any]:
-    if mode == "sharded":
+    if mode.startswith("sharded"):
         from fabric_core.checkpoint.consolidate import consolidate
 
         target = scratch / "consolidated.pt"
@@ -238,7 +238,7 @@ def _load_latest(mode: str, url: str, options: dict[str, Any], scratch: Path) ->
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(2400)
-@pytest.mark.parametrize("mode", ["file", "async", "sharded"])
+@pytest.mark.parametrize("mode", ["file", "async", "sharded", "sharded_async"])
 def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode):
     """At least 20 writers are SIGKILLed in the middle of a save; each time the newest complete save loads."""
     url = f"s3://{BUCKET}/kill-{mode}/ck"
@@ -269,7 +269,7 @@ def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode
             _next(lines, "SAVED")  # the first save (slow: connections are opened)
             started, _ = _next(lines, "SAVING")
             finished, _ = _next(lines, "SAVED")
-            _next(lines, "RETURNED" if mode == "async" else "SAVING")
+            _next(lines, "RETURNED" if mode.endswith("async") else "SAVING")
             time.sleep(rng.uniform(0.0, finished - started))
         except AssertionError as err:
             raise AssertionError(f"{err}; its stderr:\n{errors.read_text()[-3000:]}") from None
@@ -289,13 +289,13 @@ def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode
         good = loaded["step"]
         for name, tensor in loaded["model"].items():
             assert torch.all(tensor == float(good)), f"kill {attempts}: {name} is not the state of step {good}"
-        if mode == "sharded":
+        if mode.startswith("sharded"):
             found = open_folder(url, s3)
             assert verify_files(found.fs, found.folder, found.manifest) == []  # the promoted folder is complete
         else:
             assert fs.ls(f"{BUCKET}/kill-{mode}") == [f"{BUCKET}/kill-{mode}/ck"]  # nothing half-written is visible
         step = good + 1
-    if mode == "sharded":  # the next successful save removes what the killed ones left
+    if mode.startswith("sharded"):  # the next successful save removes what the killed ones left
         proc = subprocess.Popen(
             [sys.executable, str(script), mode, url, json.dumps(s3), str(step)],
             stdout=subprocess.PIPE,

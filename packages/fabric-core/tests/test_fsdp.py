@@ -75,6 +75,25 @@ def main(fabric, task, folder):
         fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 2, "note": "hello"})
         result["probe"] = model(torch.ones(1, 6)).item()
         result["continued"] = losses(fabric, model, optimizer, steps=3)
+    elif task == "save_async":
+        model = make_model()
+        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        losses(fabric, model, optimizer, steps=2)
+        result["probe"] = model(torch.ones(1, 6)).item()
+        handle = fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 2}, async_=True)
+        result["handle"] = type(handle).__name__
+        # training and its collectives go on while the shards are written
+        result["continued"] = losses(fabric, model, optimizer, steps=3)
+        result["changed_probe"] = model(torch.ones(1, 6)).item()
+        handle.result()
+        result["files"] = sorted(p.name for p in __import__("pathlib").Path(folder).iterdir())
+        fresh = make_model()
+        fresh, fresh_optimizer = fabric.setup(fresh, torch.optim.AdamW(fresh.parameters(), lr=0.05))
+        state = {"model": fresh, "optimizer": fresh_optimizer, "step": 0}
+        fabric.load(folder, state)
+        result["step"] = state["step"]
+        result["loaded_probe"] = fresh(torch.ones(1, 6)).item()
+        result["loaded_continued"] = losses(fabric, fresh, fresh_optimizer, steps=3)
     elif task == "load":
         model = make_model()
         model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
@@ -166,6 +185,18 @@ def test_sharded_checkpoint_loads_on_one_process(script_runner, sharded_save):
     single = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "1"))
     assert single["step"] == 2
     assert single["probe"] == pytest.approx(saved["probe"], rel=1e-6)  # the same weights, now unsharded
+
+
+def test_async_sharded_save_returns_a_future_and_writes_the_state_of_the_call(script_runner, tmp_path):
+    folder = tmp_path / "async-ckpt"
+    result = _rank0(script_runner(FSDP, "fsdp", "save_async", str(folder), "2", timeout=600))
+    assert result["handle"] == "Future"
+    assert result["changed_probe"] != pytest.approx(result["probe"], rel=1e-6)  # training changed the model
+    # what was saved is the state at the call, not what training made of it while the shards were written
+    assert result["step"] == 2 and result["loaded_probe"] == pytest.approx(result["probe"], rel=1e-6)
+    assert result["loaded_continued"] == pytest.approx(result["continued"], rel=1e-5)  # optimizer state too
+    assert {"fabric-manifest.json", ".metadata", "__0_0.distcp", "__1_0.distcp"} <= set(result["files"])
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".fabric-")]  # staging swapped in
 
 
 def test_full_state_dict_checkpoint_is_one_file(script_runner, tmp_path):

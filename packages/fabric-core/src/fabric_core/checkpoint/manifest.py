@@ -116,14 +116,14 @@ def raise_problems(location: str, problems: list[str]) -> None:
         )
 
 
-def gather(obj: Any) -> list[Any]:
-    """``obj`` of every rank (just ``[obj]`` without a process group)."""
+def gather(obj: Any, group: Any = None) -> list[Any]:
+    """``obj`` of every rank of ``group`` (default: all; just ``[obj]`` without a process group)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    out: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(out, obj, group=group)
     return out
 
 

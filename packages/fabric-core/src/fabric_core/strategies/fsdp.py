@@ -289,15 +289,9 @@ class FSDPStrategy(ProcessGroupStrategy):
             from fabric_core.strategies.fsdp_checkpoint import full_state
 
             return self._write_from_rank_zero(full_state(self, state, filter), path, storage_options, async_)
-        if async_:
-            raise ValueError(
-                "async_=True writes single-file checkpoints; a sharded FSDP checkpoint is saved synchronously. "
-                "Use FSDPStrategy(state_dict_type='full') for background saves, or drop async_."
-            )
         from fabric_core.strategies.fsdp_checkpoint import save_sharded
 
-        save_sharded(self, path, state, filter, storage_options=storage_options)
-        return None
+        return save_sharded(self, path, state, filter, storage_options=storage_options, async_=async_)
 
     def load_checkpoint(
         self,

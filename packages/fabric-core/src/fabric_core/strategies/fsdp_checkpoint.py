@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,21 +76,32 @@ def _is_sharded_entry(value: Any) -> bool:
 
 
 def save_sharded(
-    strategy: FSDPStrategy, path: str | Path, state: dict[str, Any], filter: Any, storage_options: Any = None
-) -> None:
+    strategy: FSDPStrategy,
+    path: str | Path,
+    state: dict[str, Any],
+    filter: Any,
+    storage_options: Any = None,
+    async_: bool = False,
+) -> Future[None] | None:
     """Write one shard per rank, the plain entries and, last, the checksum manifest (see ``checkpoint.folder``).
 
     Modules and optimizers go through ``torch.distributed.checkpoint`` (its fsspec writer for URLs);
     the other entries (plain values, schedulers) into ``fabric_state.pt`` beside them. Every file is
     hashed while it is written. ``path`` may be a local folder or an fsspec URL.
+
+    With ``async_`` the state is copied (DCP's staging) and the call returns a future on every rank;
+    DCP's ``async_save`` writes the shards in the background over a process group of its own, and
+    the manifest is written when every rank's shards are, so the previous checkpoint stays the
+    current one until then (also after a crash).
     """
     import torch.distributed.checkpoint as dcp
 
     from fabric_core.checkpoint import folder
     from fabric_core.checkpoint.dcp_io import hashing_writer
-    from fabric_core.checkpoint.manifest import Manifest, gather
 
     check_location(path)
+    # one save at a time: a pending background save still writes into the staging folder
+    strategy.checkpoint_io.wait_for_saves()
     save_id = strategy.broadcast(folder.new_save_id() if strategy.is_global_zero else None)
     plan = folder.plan_folder_save(path, save_id, storage_options)
     sharded = {k: v for k, v in state.items() if _is_sharded_entry(v)}
@@ -102,16 +114,76 @@ def save_sharded(
         folder.prepare(plan)
     strategy.barrier("fsdp_save_prepare")
     writer, records = hashing_writer(plan)
-    dcp.save(converted, storage_writer=writer)
+    if not async_:
+        dcp.save(converted, storage_writer=writer)
+        _finish_save(strategy, plan, records, plain_converted, group=None)
+        return None
+    from fabric_core.checkpoint.async_save import snapshot, submit
+
+    group = _checkpoint_group(strategy)
+    plain_copy = snapshot(plain_converted) if strategy.is_global_zero else {}
+    written = dcp.async_save(converted, storage_writer=writer, process_group=group)
+    return submit(strategy.checkpoint_io, lambda: _finish_save(strategy, plan, records, plain_copy, group, written))
+
+
+def _checkpoint_group(strategy: FSDPStrategy) -> Any:
+    """A gloo process group of all ranks for background saves, apart from the one training uses.
+
+    Created on the first background save (every rank saves, so every rank creates it) and kept by
+    the strategy: collectives of a background save must not interleave with the training loop's.
+    """
+    import torch.distributed as dist
+
+    group = getattr(strategy, "_fabric_checkpoint_group", None)
+    if group is None:
+        group = dist.new_group(backend="gloo")
+        strategy._fabric_checkpoint_group = group  # type: ignore[attr-defined]
+    return group
+
+
+def _finish_save(
+    strategy: FSDPStrategy,
+    plan: Any,
+    records: dict[str, tuple[int, str]],
+    plain: dict[str, Any],
+    group: Any,
+    written: Future | None = None,
+) -> None:
+    """(Every rank) once its shards are written: the plain entries (rank 0), then the manifest, last.
+
+    Failures of any rank are gathered so that every rank raises the same error and no rank waits
+    for one that gave up; the manifest is written only if every rank succeeded.
+    """
+    from fabric_core.checkpoint import folder
+    from fabric_core.checkpoint.manifest import Manifest, gather
+
+    error = None
+    try:
+        if written is not None:
+            written.result()
+        if strategy.is_global_zero:
+            records[PLAIN_STATE] = _write_plain(strategy, plain, plan)
+    except Exception as err:
+        error = f"rank {strategy.global_rank}: {type(err).__name__}: {err}"
+    everyone = gather((folder.record(records, strategy.global_rank), error), group)
+    _raise_if_failed(plan.location, [e for _, e in everyone if e])
     if strategy.is_global_zero:
-        records[PLAIN_STATE] = _write_plain(strategy, plain_converted, plan)
-    everyone = gather(folder.record(records, strategy.global_rank))
-    if strategy.is_global_zero:
-        manifest = Manifest(kind=MANIFEST_KIND)
-        for files in everyone:
-            manifest.files.update(files)
-        folder.commit(plan, manifest)
-    strategy.barrier("fsdp_save_done")
+        try:
+            manifest = Manifest(kind=MANIFEST_KIND)
+            for files, _ in everyone:
+                manifest.files.update(files)
+            folder.commit(plan, manifest)
+        except Exception as err:
+            error = f"rank 0 (writing the manifest): {type(err).__name__}: {err}"
+    _raise_if_failed(plan.location, [e for e in gather(error, group) if e])
+
+
+def _raise_if_failed(location: str, errors: list[str]) -> None:
+    if errors:
+        raise CheckpointError(
+            f"The sharded checkpoint {location!r} was not saved (the previous one at that path is kept): "
+            + "; ".join(errors)
+        )
 
 
 def _write_plain(strategy: FSDPStrategy, data: dict[str, Any], plan: Any) -> tuple[int, str]:
@@ -171,6 +243,7 @@ def load_sharded(
     from fabric_core.checkpoint.storage import join
     from fabric_core.plugins.checkpoint_io import load_options
 
+    strategy.checkpoint_io.wait_for_saves()  # a background save of this path must land first
     try:
         found = open_folder(path, storage_options, foreign_marker=METADATA)
     except CheckpointError as err:

@@ -264,13 +264,14 @@ class ModelParallelStrategy(ProcessGroupStrategy):
 
         path = self.broadcast(path)  # every rank writes into rank 0's folder (Lightning does the same)
         if self._save_distributed_checkpoint:
-            if async_:
-                raise ValueError(
-                    "async_=True writes single-file checkpoints; a distributed checkpoint is saved synchronously. "
-                    "Use ModelParallelStrategy(..., save_distributed_checkpoint=False) for background saves."
-                )
-            fsdp_checkpoint.save_sharded(self, path, state, filter, storage_options=storage_options)  # type: ignore[arg-type]
-            return None
+            return fsdp_checkpoint.save_sharded(
+                self,  # type: ignore[arg-type]
+                path,
+                state,
+                filter,
+                storage_options=storage_options,
+                async_=async_,
+            )
         converted = fsdp_checkpoint.full_state(self, state, filter)  # type: ignore[arg-type]
         return self._write_from_rank_zero(converted, path, storage_options, async_)
 
