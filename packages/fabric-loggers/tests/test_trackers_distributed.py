@@ -4,6 +4,7 @@ and a run whose writing rank crashed can still be opened, marked failed."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -11,7 +12,9 @@ import torch
 pytest.importorskip("mlflow")
 pytest.importorskip("wandb")
 pytest.importorskip("comet_ml")
-from fabric_loggers import CometLogger, MLflowLogger, WandbLogger
+pytest.importorskip("dvclive")
+from dvclive.utils import parse_json, parse_tsv
+from fabric_loggers import CometLogger, DVCLiveLogger, MLflowLogger, WandbLogger
 from loggers_testing import comet_offline_archives, user_metrics, wandb_offline_run
 from mlflow import MlflowClient
 
@@ -21,6 +24,8 @@ pytestmark = [pytest.mark.trackers, pytest.mark.multiprocess, pytest.mark.timeou
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # DVCLive looks for a Git repository from here (and would `dvc init` it)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("COMET_CONFIG", str(tmp_path / "no-comet-config"))
@@ -43,7 +48,12 @@ def _loggers(tmp_path):
         MLflowLogger(experiment_name="ddp", tracking_uri="sqlite:///" + str(tmp_path / "mlflow.db")),
         WandbLogger(project="ddp", save_dir=tmp_path, id="fabricddp1"),
         CometLogger(project_name="ddp", offline=True, save_dir=tmp_path / "comet"),
+        DVCLiveLogger(dir=tmp_path / "dvclive", save_dvc_exp=False),
     ]
+
+
+def _dvclive_history(tmp_path, name: str) -> list[tuple[int, str]]:
+    return [(int(r["step"]), r[name]) for r in parse_tsv(tmp_path / "dvclive" / "plots" / "metrics" / f"{name}.tsv")]
 
 
 def _mlflow_runs(tmp_path):
@@ -79,6 +89,10 @@ def test_two_ranks_write_exactly_one_run_per_tracker(tmp_path):
     assert sorted(m for m in archive["metrics"] if m[1] == "rank") == [(s, "rank", 0) for s in range(3)]
     assert archive["params"] == {"world_size": 2, "optim/lr": 0.1}
 
+    assert _dvclive_history(tmp_path, "rank") == [(0, "0"), (1, "0"), (2, "0")]
+    assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "success"
+    assert sorted(os.listdir(tmp_path / "dvclive")) == ["metrics.json", "params.yaml", "plots"]
+
 
 def test_rank_zero_crashing_mid_run_leaves_runs_marked_failed(tmp_path):
     from fabric_core import Fabric
@@ -104,3 +118,48 @@ def test_rank_zero_crashing_mid_run_leaves_runs_marked_failed(tmp_path):
     # Comet ends the experiment from its own shutdown hook before any atexit hook of ours can mark it, and the
     # exception was caught by the launcher (no Comet crash report): the archive is whole, never marked success.
     assert archive["others"].get("status") != "success"
+
+    assert _dvclive_history(tmp_path, "step_value") == [(0, "0.0"), (1, "0.5")]
+    assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "failed"
+
+
+def _train_until_rank_one_is_killed(fabric) -> None:
+    model = fabric.setup(torch.nn.Linear(2, 1))
+    for logger in fabric.loggers:
+        logger.log_hyperparams({"world_size": fabric.world_size})
+    step = 0
+    while True:  # rank 0 ends when the launcher stops it, or when its all-reduce loses rank 1
+        if step == 3 and fabric.global_rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        fabric.backward(model(torch.ones(4, 2)).sum())
+        fabric.log_dict({"step_value": step * 0.5})
+        step += 1
+
+
+def test_another_rank_killed_mid_run_leaves_every_run_marked_failed(tmp_path):
+    """Rank 1 dies by SIGKILL; rank 0, which writes the runs, is stopped by the launcher (SIGTERM) or fails in
+    its next all-reduce: either way each tracker's run ends failed, holding every step rank 0 logged."""
+    from fabric_core import Fabric
+    from fabric_core.launchers.failures import WorkerFailedError
+
+    fabric = Fabric(accelerator="cpu", strategy="ddp_spawn", devices=2, loggers=_loggers(tmp_path))
+    with pytest.raises(WorkerFailedError, match="rank 1"):
+        fabric.launch(_train_until_rank_one_is_killed)
+
+    client, runs = _mlflow_runs(tmp_path)
+    (run,) = runs
+    assert run.info.status == "FAILED"
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "step_value"))
+    assert len(history) >= 3
+    assert history == [(step, step * 0.5) for step in range(len(history))]
+
+    wandb_run = wandb_offline_run(str(tmp_path), "fabricddp1")
+    assert wandb_run["exit_code"] == 1
+    assert [s for s, _ in wandb_run["history"]] == list(range(len(wandb_run["history"])))
+
+    (archive,) = comet_offline_archives(str(tmp_path / "comet"))
+    assert archive["others"]["status"] == "failed"
+
+    assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "failed"
+    dvclive_steps = [step for step, _ in _dvclive_history(tmp_path, "step_value")]
+    assert dvclive_steps == list(range(len(dvclive_steps))) and len(dvclive_steps) >= 3

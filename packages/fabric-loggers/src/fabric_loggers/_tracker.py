@@ -5,17 +5,19 @@
   logger may be built in a process that is not part of the job, or pickled into spawned workers.
 - Metric names get the logger's prefix, values become plain numbers; without a step the logger counts.
 - Hyperparameters are flattened the same way for every tracker (``outer/inner``; ``_params.flatten``).
-- A run that is never finalized is ended as failed when the interpreter exits, so a crash shows up as one.
+- A run that is never finalized is ended as failed when the interpreter exits, so a crash shows up as one,
+  and when SIGTERM arrives (how launchers stop the surviving ranks when one dies; see ``_sigterm``).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import weakref
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fabric_core.plugins.logger import Logger, NoOpExperiment
@@ -23,6 +25,7 @@ from fabric_core.plugins.logger import Logger, NoOpExperiment
 from fabric_loggers import _rank
 from fabric_loggers._metrics import check_step, prepare_metrics
 from fabric_loggers._params import flatten, params_to_dict, tensorboard_value
+from fabric_loggers._sigterm import EndOnSigterm
 
 _FAILED = "failed"
 
@@ -30,8 +33,8 @@ _FAILED = "failed"
 def _end_at_exit(logger_ref: weakref.ref, pid: int) -> None:
     logger = logger_ref()
     if logger is not None and pid == os.getpid() and logger._started:
-        logger._end(_FAILED)
-        logger._started = False
+        logger._exit_hook = None  # running now; nothing to unregister
+        logger._finish(_FAILED)
 
 
 class TrackerLogger(_rank.RankZeroOnly, Logger):
@@ -52,6 +55,8 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         self._started = False
         self._pid: int | None = None
         self._exit_hook: Any = None
+        self._sigterm: EndOnSigterm | None = None
+        self._in_library = False  # inside a call into the tracker library: a SIGTERM waits until it returns
 
     @property
     def prefix(self) -> str:
@@ -69,12 +74,35 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
     def _ensure_started(self) -> None:
         if self._started and self._pid == os.getpid():
             return
-        self._start()
+        with self._library_call():
+            self._start()
         self._started = True
         self._pid = os.getpid()
         # Registered after the tracker library's own exit hooks, so it runs before them (atexit is LIFO).
         self._exit_hook = functools.partial(_end_at_exit, weakref.ref(self), self._pid)
         atexit.register(self._exit_hook)
+        self._sigterm = EndOnSigterm.install(self)
+
+    @contextlib.contextmanager
+    def _library_call(self) -> Iterator[None]:
+        """Mark a call into the tracker library, so that a SIGTERM arriving during it waits for its end."""
+        outer = self._in_library
+        self._in_library = True
+        try:
+            yield
+        finally:
+            self._in_library = outer
+            if not outer and self._sigterm is not None:
+                self._sigterm.deliver_pending()
+
+    @property
+    def in_library_call(self) -> bool:
+        return self._in_library
+
+    def end_terminated(self) -> None:
+        """SIGTERM reached this process while the run was open: end it as failed (see ``_sigterm``)."""
+        if self._started and self._pid == os.getpid():
+            self._finish(_FAILED)
 
     @abstractmethod
     def _start(self) -> None:
@@ -106,7 +134,13 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         self._ensure_started()  # a resumed run tells where its steps stopped
         step = self._next_step if step is None else check_step(step)
         self._next_step = step + 1
-        self._write_metrics(prepared, step)
+        self._in_library = True  # as _library_call, spelled out: this is the hot path
+        try:
+            self._write_metrics(prepared, step)
+        finally:
+            self._in_library = False
+            if self._sigterm is not None:
+                self._sigterm.deliver_pending()
 
     def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
         """Record hyperparameters (dict, nested dicts, argparse.Namespace, dataclass) as ``outer/inner`` names."""
@@ -115,14 +149,16 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         if not self.is_writer:
             return
         self._ensure_started()
-        self._write_params(values)
+        with self._library_call():
+            self._write_params(values)
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> None:
         """Store the file or folder at ``path`` with the run (rank 0 only)."""
         if not self.is_writer:
             return
         self._ensure_started()
-        self._write_artifact(os.fspath(path), name)
+        with self._library_call():
+            self._write_artifact(os.fspath(path), name)
 
     @property
     def wants_checkpoints(self) -> bool:
@@ -138,15 +174,28 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         """End the run ("success" or "failed"); a later call to a logging method starts it again (resumed)."""
         if not self.is_writer or not self._started or self._pid != os.getpid():
             return
-        self._end(status)
-        self._started = False
+        self._finish(status)
+
+    def _finish(self, status: str) -> None:
+        self._started = False  # first: a SIGTERM during _end must not end the run a second time
+        hook, self._sigterm = self._sigterm, None
         if self._exit_hook is not None:
             atexit.unregister(self._exit_hook)
             self._exit_hook = None
+        outer = self._in_library
+        self._in_library = True  # a SIGTERM now (a launcher stopping this rank) waits until the run has ended
+        try:
+            self._end(status)
+        finally:
+            self._in_library = outer
+            if hook is not None:
+                hook.remove()
+                hook.deliver_pending()  # the run has ended: hand a SIGTERM that came meanwhile on
 
     # ---------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
         """Workers get the settings and the run id, never a live client or a rank found elsewhere."""
         state = self.__dict__.copy()
-        state.update(_rank=None, _environment_rank=None, _started=False, _pid=None, _exit_hook=None)
+        state.update(_rank=None, _environment_rank=None, _started=False, _pid=None, _exit_hook=None, _sigterm=None)
+        state["_in_library"] = False
         return state
