@@ -40,7 +40,8 @@ def test_data_parallel_replicas_agree_and_match_the_global_batch(tmp_path):
 def test_fsdp_replicas_train_save_shards_and_merge(tmp_path):
     result = run_scenario("tpu_jobs", "fsdp", str(tmp_path / "ckpt"), str(tmp_path / "full.pt"), env=TPU, timeout=600)
     world = result["world"]
-    assert len(list((tmp_path / "ckpt").iterdir())) == world
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert names == ["fabric-manifest.json", *(f"rank-{r:05d}-of-{world:05d}.pt" for r in range(world))]
     assert result["losses"][-1] < 0.5 * result["losses"][0]
     torch.testing.assert_close(torch.tensor(result["after"]), torch.tensor(result["before"]), atol=0, rtol=0)
     plain = make_model()

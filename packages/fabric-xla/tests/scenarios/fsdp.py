@@ -9,7 +9,7 @@ import torch
 from fabric_core import Fabric
 from fabric_core.errors import MisconfigurationError
 from fabric_core.plugins.checkpointing import CheckpointError
-from fabric_xla import consolidate_checkpoint
+from fabric_xla import consolidate_checkpoint, sharded_parameters
 from xla_helpers import cpu_state, emit, make_data, make_model, train_fabric
 
 
@@ -37,6 +37,7 @@ def train_save_load(fabric: Fabric, folder: str, merged_file: str) -> dict:
         "merged_keys": sorted(merged),
         "parameter_names": [name for name, _ in model.named_parameters()],
         "state_keys_sharded": all("_fsdp_shard" in key for key in model.state_dict()),
+        "sharded_parameters_alias": [id(p) for p in sharded_parameters(model)] == [id(p) for p in model.parameters()],
     }
     # The same through an fsspec URL: shards and manifest uploaded, read back, merged from there.
     url = "memory://bucket/xla-fsdp"

@@ -6,7 +6,7 @@ import sys
 
 import torch
 from fabric_core import Fabric
-from fabric_xla import XLAReplicaError, consolidate_checkpoint, sharded_parameters
+from fabric_xla import XLAReplicaError, consolidate_checkpoint
 from xla_helpers import cpu_state, emit, make_data, train_fabric
 
 
@@ -35,7 +35,7 @@ def data_parallel(fabric: Fabric, n: int, checkpoint: str) -> dict:
 
 
 def fsdp(fabric: Fabric, folder: str, merged: str) -> dict:
-    losses, model, optimizer, _ = train_fabric(fabric, parameters=sharded_parameters)
+    losses, model, optimizer, _ = train_fabric(fabric, parameters=lambda m: m.parameters())
     before = model(make_data()[0].to(fabric.device)).cpu()
     fabric.save(folder, {"model": model, "optimizer": optimizer})
     fabric.load(folder, {"model": model, "optimizer": optimizer})
