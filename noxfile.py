@@ -429,11 +429,12 @@ def cluster(session: nox.Session) -> None:
 
 @nox.session
 def trackers(session: nox.Session) -> None:
-    """fabric-loggers' experiment trackers (MLflow, W&B, Comet) against the real libraries, offline: no network."""
+    """fabric-loggers' experiment trackers (MLflow, W&B, Comet, DVCLive) against the real libraries, offline: no network."""
     session.env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ENABLE_ASYNC_LOGGING": "false"})
+    session.env["DVC_NO_ANALYTICS"] = "1"
     _install(session, "fabric-loggers", extra=("numpy",))
     # The tracker libraries through fabric-loggers' own extras, as users install them (quick once present).
-    _pip_install(session, TORCH, "-e", f"{_pkg('fabric-loggers')}[mlflow,wandb,comet]")
+    _pip_install(session, TORCH, "-e", f"{_pkg('fabric-loggers')}[mlflow,wandb,comet,dvclive]")
     _pytest(session, "packages/fabric-loggers/tests", markers="trackers")
 
 
