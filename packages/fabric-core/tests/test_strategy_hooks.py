@@ -30,15 +30,22 @@ class _Flat(nn.Module):
         return self.inner[0](x)
 
 
-def _owning_strategy(owns: bool) -> SingleDeviceStrategy:
+def _owning_strategy(owns: bool) -> Any:
     class Owning(SingleDeviceStrategy):
         wrapper_owns_parameters = owns
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.loaded: list[dict[str, Any]] = []
 
         def setup_module(self, module: nn.Module) -> nn.Module:
             return _Flat(module)
 
         def get_module_state_dict(self, module: nn.Module) -> dict[str, Any]:
             return {"gathered": torch.zeros(1)}
+
+        def load_module_state_dict(self, module: nn.Module, state_dict: Any, strict: bool = True) -> None:
+            self.loaded.append(dict(state_dict))
 
     return Owning()
 
@@ -49,12 +56,15 @@ def test_wrapper_owns_parameters_decides_where_parameters_and_state_come_from(ow
     model = fabric.setup(nn.Linear(2, 1))
     names = [name for name, _ in model.named_parameters()]
     state = model.state_dict()
+    model.load_state_dict(state)
     if owns:
         assert names == ["flat"]
         assert list(state) == ["gathered"]
+        assert [list(s) for s in fabric.strategy.loaded] == [["gathered"]]  # back through the strategy
     else:
         assert names == ["weight", "bias"]
         assert list(state) == ["weight", "bias"]
+        assert fabric.strategy.loaded == []
 
 
 def test_zero_grad_is_the_set_up_optimizers_own() -> None:

@@ -24,7 +24,7 @@ def test_trains_saves_shards_restores_and_merges(tmp_path):
     torch.testing.assert_close(torch.tensor(result["losses"]), torch.tensor(ref_losses), atol=1e-5, rtol=1e-4)
     # The optimizer was built from model.parameters(): the set-up module lists the wrapper's shards.
     assert result["parameter_names"] and all(n.startswith("_fsdp_shard") for n in result["parameter_names"])
-    assert result["state_keys_sharded"] and result["sharded_parameters_alias"]
+    assert result["state_keys_sharded"] and result["sharded_parameters_alias"] and result["state_dict_round_trip"]
     assert sorted(p.name for p in folder.iterdir()) == ["fabric-manifest.json", "rank-00000-of-00001.pt"]
     assert result["after"] == result["before"]  # restored exactly
     assert result["remainder"] == {"epoch": 3}

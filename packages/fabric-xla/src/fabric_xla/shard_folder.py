@@ -64,7 +64,7 @@ def _write(io: CheckpointIO, shard: dict[str, Any], plan: folders.FolderSave, na
     if callable(write_file):
         written: tuple[int, str] = write_file(shard, target, storage_options=plan.storage_options)
         return written
-    io.save_checkpoint(shard, target, storage_options=plan.storage_options)
+    io.save_checkpoint(checkpoint=shard, path=target, storage_options=plan.storage_options)
     return folders.hash_file(plan.fs, f"{plan.folder.rstrip('/')}/{name}")
 
 

@@ -22,6 +22,13 @@ def train_save_load(fabric: Fabric, folder: str, merged_file: str) -> dict:
     losses, model, optimizer, _ = train_fabric(fabric, parameters=own_parameters)
     x, _ = make_data()
     before = model(x.to(fabric.device)).cpu()
+    # model.state_dict() is the wrapper's shard and model.load_state_dict takes it back.
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    model.load_state_dict(state)
+    round_trip = model(x.to(fabric.device)).cpu().tolist() == before.tolist()
     fabric.save(folder, {"model": model, "optimizer": optimizer, "epoch": 3})
     with torch.no_grad():
         for p in model.parameters():
@@ -37,6 +44,7 @@ def train_save_load(fabric: Fabric, folder: str, merged_file: str) -> dict:
         "merged_keys": sorted(merged),
         "parameter_names": [name for name, _ in model.named_parameters()],
         "state_keys_sharded": all("_fsdp_shard" in key for key in model.state_dict()),
+        "state_dict_round_trip": round_trip,
         "sharded_parameters_alias": [id(p) for p in sharded_parameters(model)] == [id(p) for p in model.parameters()],
     }
     # The same through an fsspec URL: shards and manifest uploaded, read back, merged from there.

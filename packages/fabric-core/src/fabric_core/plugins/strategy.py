@@ -50,7 +50,7 @@ class Strategy(ABC):
     #: ``True`` when one process drives every device (SPMD): several devices, yet one process.
     one_process_drives_all_devices: ClassVar[bool] = False
     #: ``True`` when the wrapper built in ``setup_module`` holds the parameters itself (XLA FSDP):
-    #: parameters and state dicts are then read through the wrapper and the strategy.
+    #: parameters are then read through the wrapper, state dicts saved and loaded through the strategy.
     wrapper_owns_parameters: ClassVar[bool] = False
     #: accelerator names this strategy can run on; ``None`` means any.
     supported_accelerators: ClassVar[tuple[str, ...] | None] = None
@@ -305,7 +305,8 @@ class Strategy(ABC):
                 return self.checkpoint_io.save_checkpoint_async(converted, path, storage_options=storage_options)
             return finished()
         if self.is_global_zero:
-            self.checkpoint_io.save_checkpoint(converted, path, storage_options=storage_options)
+            # Keywords, as Lightning calls CheckpointIO plugins (a user's plugin may take them in any order).
+            self.checkpoint_io.save_checkpoint(checkpoint=converted, path=path, storage_options=storage_options)
         self.barrier("save_checkpoint")
         return None
 

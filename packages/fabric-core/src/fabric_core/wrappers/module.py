@@ -187,6 +187,9 @@ class _FabricModule(Module):
         return self._original_module.state_dict(*args, **kwargs)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        if self._strategy.wrapper_owns_parameters and not assign:
+            # what state_dict() returned (the wrapper's form) goes back through the strategy
+            return self._strategy.load_module_state_dict(self._original_module, state_dict, strict=strict)
         return self._original_module.load_state_dict(state_dict, strict=strict, assign=assign)
 
     def named_parameters(
