@@ -67,11 +67,13 @@ TIMED_OUT = {
 }
 
 
-def _run_fault(tmp_path, launcher: str, fault: str, target: int = 1, kill: str = "rank"):
+def _run_fault(tmp_path, launcher: str, fault: str, target: int = 1, kill: str = "rank", options: tuple[str, ...] = ()):
     script = write_script(tmp_path, WORKER)
+    command = LAUNCHERS[launcher](script)
+    command[-2:-2] = options  # before the script and its launcher argument
     job = start_job(
         tmp_path,
-        [*LAUNCHERS[launcher](script), fault, str(target)],
+        [*command, fault, str(target)],
         env={"FABRIC_COLLECTIVE_TIMEOUT": str(COLLECTIVE_TIMEOUT)},
     )
     job.wait_for_output(r"READY \d", count=2)
@@ -96,44 +98,14 @@ def _assert_job_down(job, code, pids, leftovers, launcher_killed: bool = False) 
     assert "DONE" not in job.stdout  # no rank carried on to the end of its loop
 
 
-# Known intermittent misattributions (core bugs): when rank 1 dies, rank 0's collective fails on the lost peer
-# a few milliseconds later; if that consequence is recorded before the launcher notices rank 1, rank 0 is
-# blamed. Only this exact signature is tolerated (as an xfail); any other wrong report fails the test.
-TORCHRUN_ROOT_CAUSE = (
-    "core bug (intermittent, since aeedb1e): workers write every uncaught exception to TORCHELASTIC_ERROR_FILE, "
-    "including rank 0's consequential 'Connection closed/reset by peer' RuntimeError; torch's report compares "
-    "whole-second timestamps (ties go to the lowest rank) and names rank 0 as the root cause"
-)
-SPAWN_ROOT_CAUSE = (
-    "core bug (intermittent): when rank 1 exits without a traceback (os._exit) and rank 0's traceback from the "
-    "lost peer is not recognised as a consequence, rank 0 is blamed. A rank killed by a signal is always blamed "
-    "first (launchers/failures.first_failure), so the SIGKILL case tolerates nothing"
-)
-_PEER_LOST = re.compile(r"Connection (closed|reset) by peer")
-
-
-def _known_misattribution(job, launcher: str, text: str, killed: bool) -> str | None:
-    """The reason of a known core bug when the report blames rank 0 for losing its peer, else None."""
-    if not _PEER_LOST.search(job.stderr):
-        return None
-    if launcher == "torchrun" and re.search(r"rank\s*:\s*0 \(local_rank: 0\)", text):
-        return TORCHRUN_ROOT_CAUSE
-    if launcher == "ddp_spawn" and not killed and "rank 0 raised an exception" in text:
-        return SPAWN_ROOT_CAUSE
-    return None
-
-
-def _assert_reported(job, launcher: str, patterns: dict[str, str], failed_rank: int = 1, killed: bool = False) -> None:
+def _assert_reported(job, launcher: str, patterns: dict[str, str]) -> None:
+    """The report names the rank that failed first (launchers/failures.first_failure; under plain torchrun,
+    torch's own "Root Cause", which a rank that only lost its peer leaves to the rank that failed)."""
     text = job.stderr
     if launcher == "torchrun":
         assert "Root Cause (first observed failure)" in text, text[-4000:]
         text = text.split("Root Cause (first observed failure)", 1)[1]
-    if re.search(patterns[launcher], text):
-        return
-    known = _known_misattribution(job, launcher, text, killed) if failed_rank == 1 else None
-    if known:
-        pytest.xfail(known)
-    pytest.fail(f"the report does not name the rank that failed first:\n{job.stderr[-4000:]}")
+    assert re.search(patterns[launcher], text), f"the report does not name the rank that failed first:\n{text[-4000:]}"
 
 
 def _no_self_inflicted_sigterm(job, launcher: str) -> None:
@@ -159,10 +131,22 @@ def test_rank_that_raises(tmp_path, launcher):
 def test_rank_killed_by_sigkill(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "kill")
     _assert_job_down(job, code, pids, leftovers)
-    _assert_reported(job, launcher, KILLED, killed=True)
+    _assert_reported(job, launcher, KILLED)
     _no_self_inflicted_sigterm(job, launcher)
     if launcher == "fabric_run":
         assert "rank 1" in fabric_lines(job.stderr)[0], "the first summary line names the rank that failed first"
+
+
+def test_torchrun_names_the_killed_rank_when_its_agent_polls_slowly(tmp_path):
+    """torch's report blames the lowest rank when two failures are seen in one poll (whole-second timestamps).
+
+    Rank 0's collective fails a moment after rank 1 is killed; with the agent polling every 5 s both used to
+    end before the next poll, and rank 0 was named. A rank that only lost its peer now waits for the agent
+    to stop it (launchers/failures.FailureRecorder), so the poll sees rank 1 alone.
+    """
+    job, code, pids, leftovers = _run_fault(tmp_path, "torchrun", "kill", options=("--monitor-interval=5",))
+    _assert_job_down(job, code, pids, leftovers)
+    _assert_reported(job, "torchrun", KILLED)
 
 
 @pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "fabric_run", "torchrun"])
@@ -171,7 +155,7 @@ def test_rank_that_hangs_in_a_collective(tmp_path, launcher):
     job, code, pids, leftovers = _run_fault(tmp_path, launcher, "hang")
     _assert_job_down(job, code, pids, leftovers)
     assert f"Timed out waiting {COLLECTIVE_TIMEOUT * 1000}ms" in job.stderr, job.stderr[-4000:]
-    _assert_reported(job, launcher, TIMED_OUT, failed_rank=0)
+    _assert_reported(job, launcher, TIMED_OUT)
     _no_self_inflicted_sigterm(job, launcher)
 
 
