@@ -36,6 +36,7 @@ def test_spmd_trains_like_one_device_with_the_global_batch(tmp_path, strategy, w
     assert result["weight_sharding_after_load"] == weight_sharding
     assert result["restored_exactly"]
     assert result["all_reduce"] == 2.0  # one process: collectives are identities
+    assert any("cannot skip gradient synchronisation" in m for m in result["no_sync_warning"])
 
 
 def test_spmd_with_bf16_mixed(tmp_path):

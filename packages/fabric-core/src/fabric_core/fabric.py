@@ -352,7 +352,7 @@ class Fabric:
                     f"Only PyTorch DataLoader are currently supported in `setup_dataloaders`, got {type(loader).__name__}."
                 )
             loader = prepare_dataloader(loader, self._strategy, replace_sampler=replace)
-            device = self.device if move_to_device and self.device.type != "cpu" else None
+            device = self.device if move_to_device else None  # reported as Lightning does (cpu on CPUs)
             wrapped.append(_FabricDataLoader(loader, device=device, strategy=self._strategy))
         return wrapped[0] if len(wrapped) == 1 else wrapped
 
@@ -473,9 +473,13 @@ class Fabric:
         if not enabled:
             return nullcontext()
         if not self._strategy.supports_no_backward_sync:
-            if self._strategy.is_distributed and self.is_global_zero:
+            several_devices = self._strategy.is_distributed or self._strategy.one_process_drives_all_devices
+            if several_devices and self.is_global_zero:
+                from fabric_core.utilities.warnings import PossibleUserWarning
+
                 warnings.warn(
                     f"strategy {self._strategy.name!r} cannot skip gradient synchronisation; no_backward_sync has no effect.",
+                    PossibleUserWarning,
                     stacklevel=2,
                 )
             return nullcontext()
@@ -931,7 +935,10 @@ def _hand_checkpoint_to_loggers(loggers: list[Logger], path: str | Path, pending
 def _to_number(name: str, value: Any) -> Any:
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"fabric.log({name!r}) got a tensor with {value.numel()} elements; log a scalar.")
+            raise ValueError(
+                f"fabric.log({name!r}) got a tensor with {value.numel()} elements and it cannot be converted to a "
+                "scalar. Log a single number, e.g. its mean."
+            )
         return value.detach().item()
     return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import torch
 from fabric_core import Fabric
@@ -39,4 +40,9 @@ if __name__ == "__main__":
     result["weight_sharding_after_load"] = spec(model.module[0].weight)
     result["restored_exactly"] = bool(torch.equal(model(inputs).cpu(), before))
     result["all_reduce"] = fabric.all_reduce(torch.tensor(2.0)).item()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with fabric.no_backward_sync(model):  # XLA compiles the gradient reduction in: nothing to skip
+            pass
+    result["no_sync_warning"] = [str(w.message) for w in caught]
     emit(result)
