@@ -37,6 +37,45 @@ def test_single_file_is_still_a_plain_torch_zip_with_its_checksum_in_the_comment
     assert torch.equal(torch.load(path, weights_only=True)["w"], STATE["w"])  # plain torch.load still reads it
 
 
+def test_local_and_streamed_writes_carry_the_same_checksum(tmp_path):
+    """Locally torch.save writes to a path and the file is sealed afterwards; a URL streams through the hasher."""
+    import io
+
+    import fsspec
+    from fabric_core.checkpoint.integrity import hash_file, read_trailer
+
+    checkpoint_io = TorchCheckpointIO()
+    local, url = tmp_path / "ck.pt", f"memory://integrity-{tmp_path.name}/ck.pt"
+    assert checkpoint_io.write_file(STATE, local) == hash_file(None, str(local))  # what a manifest records
+    checkpoint_io.write_file(STATE, url)
+    with fsspec.open(url, "rb") as f:
+        streamed = f.read()
+    for data in (local.read_bytes(), streamed):
+        assert read_trailer(io.BytesIO(data), len(data)) is not None
+    assert _same(checkpoint_io.load_checkpoint(local), STATE) and _same(checkpoint_io.load_checkpoint(url), STATE)
+
+
+def test_write_behind_flushes_while_the_file_is_written(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from fabric_core.checkpoint import write_behind as module
+
+    flushed_at: list[int] = []
+    real = getattr(os, "fdatasync", os.fsync)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushed_at.append(os.fstat(fd).st_size), real(fd))[1])
+    with open(tmp_path / "f", "wb") as f:
+        with module.write_behind(f.fileno(), step=1 << 16, period=0.005):
+            for _ in range(4):
+                f.write(b"x" * (1 << 16))
+                f.flush()
+                deadline = time.monotonic() + 5
+                while len(flushed_at) < _ + 1 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+        written = f.tell()
+    assert len(flushed_at) == 4 and flushed_at == sorted(flushed_at) and flushed_at[-1] == written
+
+
 def test_a_thousand_single_file_mutations_never_load_silently(tmp_path):
     path = tmp_path / "ck.pt"
     TorchCheckpointIO().save_checkpoint(STATE, path)

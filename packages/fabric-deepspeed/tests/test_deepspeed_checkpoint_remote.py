@@ -48,12 +48,17 @@ JOB = textwrap.dedent(
     fabric.save(url, {"model": model, "optimizer": optimizer, "step": 2, "note": "hi"}, storage_options=options)
     fabric.save(local, {"model": model, "optimizer": optimizer, "step": 2})
     probe = model(torch.ones(1, 6)).item()
+    try:
+        fabric.save(local + "-async", {"model": model, "step": 2}, async_=True)
+        refused = None
+    except ValueError as err:
+        refused = str(err)
     fabric2, model2, optimizer2 = fresh(1)  # a second engine in the same processes
     state = {"model": model2, "optimizer": optimizer2, "step": 0}
     rest = fabric2.load(url, state, storage_options=options)
     loaded_probe = model2(torch.ones(1, 6)).item()
     if fabric.global_rank == 0:
-        print("RESULT", json.dumps({"probe": probe, "loaded": loaded_probe, "step": state["step"], "rest": rest}))
+        print("RESULT", json.dumps({"probe": probe, "loaded": loaded_probe, "step": state["step"], "rest": rest, "refused": refused}))
     """
 )
 LOAD_LOCAL = textwrap.dedent(
@@ -102,6 +107,9 @@ def test_deepspeed_folder_round_trips_through_s3_and_local_damage_is_named(tmp_p
         result = _run(tmp_path, JOB, "s3://ds-ckpt/run/ck", str(local), json.dumps(options))
         assert result["step"] == 2 and result["rest"] == {"note": "hi"}
         assert result["loaded"] == pytest.approx(result["probe"], rel=1e-6)
+        # DeepSpeed folders have no background save: refused with the reason, before anything is written
+        assert "not available for DeepSpeed" in result["refused"] and "FSDP" in result["refused"]
+        assert not (tmp_path / "local-ck-async").exists()
         fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
         entries = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("ds-ckpt/run/ck"))
         versions = [e for e in entries if e.startswith("v-")]

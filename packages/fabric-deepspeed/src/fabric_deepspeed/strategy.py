@@ -389,8 +389,10 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         if self._engines.engines_in_state(state):
             if async_:
                 raise ValueError(
-                    "async_=True writes single-file checkpoints; DeepSpeed writes its checkpoint folders itself, "
-                    "synchronously. Drop async_ for states that hold a DeepSpeed model."
+                    "async_=True is not available for DeepSpeed checkpoint folders: DeepSpeed writes them itself, "
+                    "synchronously (its decoupled checkpoint engine needs the async_io op and a writer process, and "
+                    "gives no completion handle). Drop async_ for states that hold a DeepSpeed model; background "
+                    "saves work for single-file, FSDP and ModelParallel checkpoints."
                 )
             save_deepspeed_checkpoint(self, path, state, storage_options, filter)
             return None

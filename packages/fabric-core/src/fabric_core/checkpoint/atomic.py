@@ -9,8 +9,18 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from fabric_core.checkpoint.storage import filesystem, is_remote, local_path, remote_writer
+from fabric_core.checkpoint.write_behind import write_behind
 
-__all__ = ["TMP_MARKER", "atomic_write", "fsync_dir", "is_remote", "local_path", "open_for_reading", "remove"]
+__all__ = [
+    "TMP_MARKER",
+    "atomic_write",
+    "atomic_write_local",
+    "fsync_dir",
+    "is_remote",
+    "local_path",
+    "open_for_reading",
+    "remove",
+]
 
 TMP_MARKER = ".fabric-tmp-"
 T = TypeVar("T")
@@ -20,23 +30,43 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], T], storage_opti
     """Call ``write(file)`` on a temporary file next to ``path``, then move it over ``path``.
 
     Locally the data is fsynced before ``os.replace`` and the folder after it, so that after a crash
-    either the old or the new complete file is there. On object stores (fsspec) an upload only
-    becomes visible once complete (an aborted one is discarded), which gives the same guarantee.
-    Returns what ``write`` returns.
+    either the old or the new complete file is there (see :func:`atomic_write_local`). On object
+    stores (fsspec) an upload only becomes visible once complete (an aborted one is discarded),
+    which gives the same guarantee. Returns what ``write`` returns.
     """
     if is_remote(path):
         fs, remote = filesystem(path, storage_options)
         with remote_writer(fs, remote) as f:
             return write(f)
 
+    def through_file(tmp: Path, fd: int) -> T:
+        with open(fd, "wb", closefd=False) as f:
+            result = write(f)
+            f.flush()
+        return result
+
+    return atomic_write_local(path, through_file)
+
+
+def atomic_write_local(path: str | Path, write: Callable[[Path, int], T]) -> T:
+    """Call ``write(tmp_path, fd)`` to fill a new temporary file next to the local ``path``, then swap it in.
+
+    ``fd`` is open read-write on the temporary file, so that ``write`` may hand the path to a writer
+    of its own (``torch.save`` writes fastest to a path) and still read or patch the result. The
+    data is flushed while it is written (``write_behind``, so the fsync itself is short), fsynced
+    before ``os.replace``, and the folder fsynced after it.
+    """
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f"{TMP_MARKER}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     try:
-        with open(tmp, "wb") as f:
-            result = write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            with write_behind(fd):
+                result = write(tmp, fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

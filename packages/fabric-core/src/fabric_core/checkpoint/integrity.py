@@ -144,6 +144,49 @@ class HashingWriter:
         return self.raw.closed
 
 
+def seal_zip(fd: int) -> tuple[int, str]:
+    """Put the checksum trailer on a finished ``torch.save`` file; returns the file's (size, checksum).
+
+    The same trailer :class:`HashingWriter` writes, for a file a writer of its own wrote to a path
+    (``torch.save`` to a path writes faster than through a Python file object): the bytes are
+    hashed straight from the page cache, the zip comment length is set and the trailer appended
+    in place. A file without the expected zip end record gets no trailer (it loads unverified).
+    """
+    size = os.fstat(fd).st_size
+    hasher = new_hasher()
+    tail = _read_at(fd, size - _EOCD_SIZE, _EOCD_SIZE) if size >= _EOCD_SIZE else b""
+    if tail[:4] != _EOCD_SIGNATURE or tail[-2:] != b"\0\0":
+        _hash_fd(hasher, fd, size)
+        return size, hasher.hexdigest()
+    _hash_fd(hasher, fd, size - 2)
+    length = TRAILER_SIZE.to_bytes(2, "little")
+    hasher.update(length)
+    trailer = TRAILER_PREFIX + hasher.hexdigest().encode()
+    _write_at(fd, size - 2, length + trailer)
+    hasher.update(trailer)
+    return size + TRAILER_SIZE, hasher.hexdigest()
+
+
+def _hash_fd(hasher: Any, fd: int, limit: int) -> None:
+    import mmap
+
+    if limit:
+        with mmap.mmap(fd, limit, access=mmap.ACCESS_READ) as mapped:
+            hasher.update(mapped)
+
+
+def _read_at(fd: int, offset: int, length: int) -> bytes:
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, length)
+
+
+def _write_at(fd: int, offset: int, data: bytes) -> None:
+    os.lseek(fd, offset, os.SEEK_SET)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def hash_stream(handle: IO[bytes], limit: int | None = None) -> str:
     """Hex digest of ``handle``'s bytes from its position (up to ``limit`` bytes)."""
     hasher = new_hasher()

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from fabric_core.checkpoint.atomic import atomic_write
+from fabric_core.checkpoint.atomic import atomic_write, atomic_write_local
 from fabric_core.checkpoint.errors import CheckpointError
-from fabric_core.checkpoint.integrity import ALGORITHM, INTEGRITY_KEY, HashingWriter, start_verification
+from fabric_core.checkpoint.integrity import ALGORITHM, INTEGRITY_KEY, HashingWriter, seal_zip, start_verification
 from fabric_core.checkpoint.storage import check_location, filesystem, is_remote, local_path
 from fabric_core.plugins.checkpoint_io import CheckpointIO
 
@@ -38,13 +38,22 @@ class TorchCheckpointIO(CheckpointIO):
         check_location(path)
         payload = {FORMAT_KEY: FORMAT_VERSION, INTEGRITY_KEY: ALGORITHM, **checkpoint}
 
-        def write(f: Any) -> tuple[int, str]:
+        if not is_remote(path):
+            # torch's own writer to a path (no Python write calls, no extra copy of each record), then
+            # one hashing pass over the page cache while the data is flushed to disk
+            def write_local(tmp: Path, fd: int) -> tuple[int, str]:
+                torch.save(payload, str(tmp))
+                return seal_zip(fd)
+
+            return atomic_write_local(path, write_local)
+
+        def stream(f: Any) -> tuple[int, str]:
             writer = HashingWriter(f, zip_trailer=True)
             torch.save(payload, writer)  # type: ignore[arg-type]
             writer.finish()
             return writer.written, writer.file_digest
 
-        return atomic_write(path, write, storage_options)
+        return atomic_write(path, stream, storage_options)
 
     def load_checkpoint(
         self,
