@@ -17,6 +17,7 @@ from fabric_core.launchers.failures import FAILURE_DIR_ENV, RankEnd, describe_ex
 from fabric_core.plugins.launcher import Launcher
 
 if TYPE_CHECKING:
+    from fabric_core.launchers.forked_workers import ForkedWorker
     from fabric_core.strategies.process_group import ProcessGroupStrategy
 
 _POLL_SECONDS = 0.1
@@ -65,7 +66,7 @@ class SubprocessScriptLauncher(Launcher):
 
     def __init__(self, strategy: ProcessGroupStrategy) -> None:
         self._strategy = strategy
-        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._procs: dict[int, subprocess.Popen[bytes] | ForkedWorker] = {}
         self._failed = threading.Event()
         self._done = threading.Event()
         self._failure_dir: str | None = None
@@ -92,14 +93,17 @@ class SubprocessScriptLauncher(Launcher):
         num_local = strategy.num_processes
         world_size = num_local * strategy.num_nodes
         address, port = env.main_address, env.main_port
-        if strategy.node_rank == 0 and port == 0:
+        from fabric_core.launchers.forked_workers import fork_refusal, fork_workers
+
+        forking = num_local > 1 and fork_refusal() is None  # else fresh interpreters (see forked_workers)
+        if strategy.node_rank == 0 and port == 0 and not forking:
             # Bind the rendezvous store now on a free port and hand it over: no race for ports.
             store = dist.TCPStore(
                 address, 0, world_size, is_master=True, timeout=strategy.timeout, wait_for_workers=False
             )
             strategy._store = store
             port = store.port
-        elif port == 0:
+        elif port == 0 and strategy.node_rank != 0:
             raise RuntimeError(
                 "A multi-node job needs MASTER_ADDR and MASTER_PORT set on every node (rank 0's host and a free port)."
             )
@@ -108,9 +112,9 @@ class SubprocessScriptLauncher(Launcher):
             import tempfile
 
             self._failure_dir = tempfile.mkdtemp(prefix="fabric-failures-")
+        child_envs: dict[int, dict[str, str]] = {}
         for local_rank in range(1, num_local):
-            child_env = {
-                **os.environ,
+            child_envs[local_rank] = {
                 "MASTER_ADDR": address,
                 "MASTER_PORT": str(port),
                 "NODE_RANK": str(strategy.node_rank),
@@ -121,7 +125,16 @@ class SubprocessScriptLauncher(Launcher):
                 "FABRIC_LAUNCHED": "1",
                 FAILURE_DIR_ENV: self._failure_dir or "",
             }
-            self._procs[local_rank] = subprocess.Popen(command, env=child_env, preexec_fn=die_with_parent)
+        if forking:
+            workers = fork_workers(strategy, child_envs, bind_store=strategy.node_rank == 0 and port == 0)
+            if workers is None:
+                return  # this is a forked worker: it goes on with the script as its local rank
+            self._procs.update(workers)
+        else:
+            for local_rank, variables in child_envs.items():
+                self._procs[local_rank] = subprocess.Popen(
+                    command, env={**os.environ, **variables}, preexec_fn=die_with_parent
+                )
         if self._procs:
             threading.Thread(target=self._watch, name="fabric-worker-watchdog", daemon=True).start()
             atexit.register(self._wait_at_exit)

@@ -1,0 +1,172 @@
+"""Starting the other local ranks of a script as forks of rank 0 at ``fabric.launch()``.
+
+A fresh interpreter per rank re-imports torch (1.5 s or more per process, the largest part of a
+job's start-up, and paid one after the other, since rank 0 has imported it before it starts the
+others). A fork shares what rank 0 has loaded. The forked worker is a copy of rank 0 at the moment
+of ``launch()``: it returns from ``launch()`` as its own rank and runs the rest of the script, as a
+re-run worker does once it reaches ``launch()``.
+
+Forking is only safe in a process with a single thread (a fork keeps only the calling thread; locks
+held by others stay locked forever) and before CUDA is initialised. ``fork_refusal`` names what stands
+in the way; the launcher then starts fresh interpreters as before. ``FABRIC_RELAUNCH=exec`` asks for
+fresh interpreters always (for scripts that need their code before ``launch()`` to run once per rank).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+RELAUNCH_ENV = "FABRIC_RELAUNCH"
+_PORT_BYTES = 8  # the rendezvous port, as fixed-width decimal: one atomic pipe message per worker
+
+
+def fork_refusal() -> str | None:
+    """Why this process cannot fork its workers (``None``: it can)."""
+    choice = os.environ.get(RELAUNCH_ENV, "fork")
+    if choice not in ("fork", "exec"):
+        raise ValueError(f"{RELAUNCH_ENV}={choice!r} is not valid; choose 'fork' (the default) or 'exec'.")
+    if choice == "exec":
+        return f"{RELAUNCH_ENV}=exec"
+    if not sys.platform.startswith("linux"):
+        return f"fork is not used on {sys.platform}"
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return "the thread count is unknown"
+    if threads != 1:
+        return f"{threads} threads are running"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "CUDA is initialised"
+    return None
+
+
+class ForkedWorker:
+    """A forked worker process, with the part of ``subprocess.Popen``'s interface the launcher uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._lock = threading.Lock()  # one waitpid at a time (the watchdog thread polls too)
+
+    def _reap(self, flags: int) -> None:
+        if self.returncode is not None:
+            return
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # reaped by someone else: its status is lost
+            self.returncode = 255
+            return
+        if pid == self.pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._lock.acquire(blocking=False):
+            try:
+                self._reap(os.WNOHANG)
+            finally:
+                self._lock.release()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            with self._lock:
+                self._reap(0)
+            assert self.returncode is not None
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(min(0.01, left))
+        assert self.returncode is not None
+        return self.returncode
+
+    def _signal(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
+def fork_workers(strategy: Any, envs: dict[int, dict[str, str]], bind_store: bool) -> dict[int, ForkedWorker] | None:
+    """Fork one worker per entry of ``envs`` (local rank -> its variables).
+
+    Returns the workers in rank 0, ``None`` in a worker, which then continues as its local rank. With
+    ``bind_store``, rank 0 binds the rendezvous store on a free port after forking (its server
+    thread must not exist at the fork) and sends each worker the port through a pipe.
+    """
+    import random
+
+    from fabric_core.launchers.subprocess_script import die_with_parent
+
+    read_end, write_end = os.pipe() if bind_store else (-1, -1)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or buffered output would be written by both processes
+    random_state = random.getstate()  # CPython reseeds `random` in a fork child: keep rank 0's stream, as numpy's
+    workers: dict[int, ForkedWorker] = {}
+    for local_rank, env in envs.items():
+        pid = os.fork()
+        if pid == 0:
+            die_with_parent()
+            random.setstate(random_state)
+            _become_worker(strategy, local_rank, env, read_end, write_end)
+            return None
+        workers[local_rank] = ForkedWorker(pid)
+    if bind_store:
+        import torch.distributed as dist
+
+        os.close(read_end)
+        env = strategy.cluster_environment
+        try:
+            store = dist.TCPStore(
+                env.main_address,
+                0,
+                strategy.world_size,
+                is_master=True,
+                timeout=strategy.timeout,
+                wait_for_workers=False,
+            )
+            strategy._store = store
+            message = str(store.port).rjust(_PORT_BYTES).encode()
+            for _ in workers:
+                os.write(write_end, message)
+        finally:
+            os.close(write_end)  # the workers read end-of-file if binding failed, and exit
+    return workers
+
+
+def _become_worker(strategy: Any, local_rank: int, env: dict[str, str], read_end: int, write_end: int) -> None:
+    """In a forked worker: take the rank's variables, and the port rank 0 bound, before the script goes on."""
+    if read_end >= 0:
+        os.close(write_end)
+        message = os.read(read_end, _PORT_BYTES)
+        os.close(read_end)
+        if len(message) != _PORT_BYTES:
+            os._exit(1)  # rank 0 could not bind the store; it reports why
+        env = {**env, "MASTER_PORT": message.decode().strip()}
+        import torch.distributed as dist
+
+        strategy._store = dist.TCPStore(
+            env["MASTER_ADDR"],
+            int(env["MASTER_PORT"]),
+            strategy.world_size,
+            is_master=False,
+            timeout=strategy.timeout,
+        )
+    os.environ.update(env)
+    strategy.set_local_rank(local_rank)
