@@ -46,11 +46,7 @@ def check_supported(name: str, accelerator_name: str) -> None:
             f"precision={name!r} is not supported by the DeepSpeed strategies; choose one of "
             f"{', '.join(repr(n) for n in SUPPORTED)}."
         )
-    if SUPPORTED[name][1] == "fp16" and accelerator_name == "cpu":
-        raise MisconfigurationError(
-            f"precision={name!r} is not supported by DeepSpeed on the CPU (its float16 optimizer and loss scaler need "
-            "a GPU). Use precision='bf16-mixed' on the CPU, or run on CUDA."
-        )
+    # float16 runs on DeepSpeed's CPU accelerator too (engine casts, loss scaler), as under Lightning Fabric.
 
 
 class DeepSpeedPrecision(Precision):

@@ -171,8 +171,9 @@ class TensorBoardLogger(RunLogger):
             input_array = getattr(module, "example_input_array", None)
         if input_array is None:
             warnings.warn(
-                "Could not log the computational graph: log_graph needs an example input. Pass one, "
-                "logger.log_graph(model, torch.randn(1, 32)), or set model.example_input_array.",
+                "Could not log computational graph to TensorBoard: The `model.example_input_array` attribute is not "
+                "set or `input_array` was not given. Pass one, logger.log_graph(model, torch.randn(1, 32)), or set "
+                "model.example_input_array.",
                 UserWarning,
                 stacklevel=2,
             )

@@ -17,9 +17,10 @@ _LAZY = {
     "Accelerator": "fabric_core.plugins.accelerator",
     "CPUAccelerator": "fabric_core.accelerators.cpu",
     "MPSAccelerator": "fabric_core.accelerators.mps",
+    "ACCELERATOR_REGISTRY": "fabric_core.registry_listing",
 }
 
-__all__ = ["Accelerator", "CPUAccelerator", "MPSAccelerator"]
+__all__ = ["ACCELERATOR_REGISTRY", "Accelerator", "CPUAccelerator", "MPSAccelerator"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
+    from fabric_core.strategies.data_parallel import DataParallelStrategy
     from fabric_core.strategies.ddp import DDPStrategy
     from fabric_core.strategies.fsdp import FSDPStrategy
     from fabric_core.strategies.mesh_config import MeshConfig
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "Strategy": "fabric_core.plugins.strategy",
     "DDPStrategy": "fabric_core.strategies.ddp",
+    "DataParallelStrategy": "fabric_core.strategies.data_parallel",
+    "STRATEGY_REGISTRY": "fabric_core.registry_listing",
     "FSDPStrategy": "fabric_core.strategies.fsdp",
     "SingleDeviceStrategy": "fabric_core.strategies.single_device",
     "ProcessGroupStrategy": "fabric_core.strategies.process_group",
@@ -31,7 +34,9 @@ _LAZY = {
 _ALIASES = {"ParallelStrategy": "ProcessGroupStrategy"}  # Lightning's name for the multi-process base
 
 __all__ = [
+    "STRATEGY_REGISTRY",
     "DDPStrategy",
+    "DataParallelStrategy",
     "FSDPStrategy",
     "MeshConfig",
     "ModelParallelStrategy",

@@ -58,3 +58,19 @@ def convert_floating(data: Any, dtype: torch.dtype) -> Any:
 
 #: Lightning's name for ``move_to_device``.
 move_data_to_device = move_to_device
+
+
+def convert_tensors_to_scalars(data: Any) -> Any:
+    """Replace every one-element tensor in ``data`` by its Python number (``data`` itself is not changed).
+
+    Lightning's name; a tensor with more than one element cannot stand for a metric value and is refused.
+    """
+
+    def to_scalar(t: torch.Tensor) -> Any:
+        if t.numel() != 1:
+            raise ValueError(
+                f"The metric `{t}` does not contain a single element, thus it cannot be converted to a scalar."
+            )
+        return t.item()
+
+    return apply_to_tensors(data, to_scalar)

@@ -117,6 +117,7 @@ def _rebuild(loader: DataLoader, overrides: dict[str, Any]) -> DataLoader:
     parameters = inspect.signature(cls.__init__).parameters
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     args: dict[str, Any] = {}
+    missing: list[str] = []
     for name, param in list(parameters.items())[1:]:
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
@@ -125,11 +126,15 @@ def _rebuild(loader: DataLoader, overrides: dict[str, Any]) -> DataLoader:
         elif hasattr(loader, name):
             args[name] = getattr(loader, name)
         elif param.default is inspect.Parameter.empty:
-            raise MisconfigurationError(
-                f"Fabric cannot rebuild your {cls.__name__} with a distributed sampler: its argument {name!r} is not "
-                f"stored as an attribute of the same name. Store it (self.{name} = {name}) or pass "
-                "use_distributed_sampler=False and give it a DistributedSampler yourself."
-            )
+            missing.append(name)
+    if missing:  # Lightning's wording first (scripts match on it), then how to fix it
+        raise MisconfigurationError(
+            f"Trying to inject custom `Sampler` into the `{cls.__name__}` instance. This would fail as some of the "
+            f"`__init__` arguments are not available as instance attributes. The missing attributes are {missing}. "
+            f"Fabric cannot rebuild your {cls.__name__} with a distributed sampler: store each argument as an "
+            f"attribute of the same name (self.{missing[0]} = {missing[0]}) or pass use_distributed_sampler=False and "
+            "give it a DistributedSampler yourself."
+        )
     if accepts_kwargs:
         args.update(values)
     elif any(k in values for k in ("sampler", "batch_sampler")) and not {"sampler", "batch_sampler"} & set(args):

@@ -210,15 +210,53 @@ _CUDA_PEAK_FLOPS: dict[str, dict[torch.dtype | str, float]] = {
     "l4": {torch.float32: 30.3e12, "tf32": 60e12, torch.bfloat16: 121e12, torch.float16: 121e12, torch.int8: 242e12},
     "t4": {torch.float32: 8.1e12, torch.float16: 65e12, torch.int8: 130e12},
     "v100": {torch.float64: 7.8e12, torch.float32: 15.7e12, torch.float16: 125e12},
+    "v100 pcie": {torch.float64: 7e12, torch.float32: 14e12, torch.float16: 112e12},
+    "v100s": {torch.float64: 8.2e12, torch.float32: 16.4e12, torch.float16: 130e12},
+    # H200 SXM computes as H100 SXM; the NVL boards (H100 NVL, H200 NVL) are listed per GPU.
+    "nvl": {torch.float64: 30e12, torch.float32: 60e12, "tf32": 417.5e12, torch.bfloat16: 835e12,
+            torch.float16: 835e12, torch.int8: 1670e12},
+    # Ada and Ampere workstation/consumer boards: FP32 shader rate; tensor rates with FP32 accumulation.
+    "l40": {torch.float32: 90.5e12, "tf32": 90.5e12, torch.bfloat16: 181e12, torch.float16: 181e12},
+    "rtx 4090": {torch.float32: 82.6e12, "tf32": 82.6e12, torch.bfloat16: 165.2e12, torch.float16: 165.2e12},
+    "rtx 4080": {torch.float32: 48.7e12, "tf32": 48.7e12, torch.bfloat16: 97.5e12, torch.float16: 97.5e12},
+    "a6000": {torch.float32: 38.7e12, "tf32": 77.4e12, torch.bfloat16: 154.8e12, torch.float16: 154.8e12},
+    "a40": {torch.float32: 37.4e12, "tf32": 74.8e12, torch.bfloat16: 149.7e12, torch.float16: 149.7e12},
+    "rtx 3090 ti": {torch.float32: 40e12, "tf32": 40e12, torch.bfloat16: 80e12, torch.float16: 80e12},
+    "rtx 3090": {torch.float32: 35.6e12, "tf32": 35.6e12, torch.bfloat16: 71e12, torch.float16: 71e12},
+    "rtx 3080 ti": {torch.float32: 34.1e12, "tf32": 34.1e12, torch.bfloat16: 68.2e12, torch.float16: 68.2e12},
+    "rtx 3080": {torch.float32: 29.8e12, "tf32": 29.8e12, torch.bfloat16: 59.5e12, torch.float16: 59.5e12},
+    "rtx 3070": {torch.float32: 20.3e12, "tf32": 20.3e12, torch.bfloat16: 40.6e12, torch.float16: 40.6e12},
+    # Turing: no bf16 or tf32.
+    "titan rtx": {torch.float32: 16.3e12, torch.float16: 130.5e12},
+    "quadro rtx 5000": {torch.float32: 11.2e12, torch.float16: 89.2e12},
+    "rtx 2080 ti": {torch.float32: 13.4e12, torch.float16: 53.8e12},
+    "rtx 2080 super": {torch.float32: 11.2e12, torch.float16: 44.6e12},
+    "rtx 2080": {torch.float32: 10.1e12, torch.float16: 40.3e12},
+    "rtx 2070 super": {torch.float32: 9.1e12, torch.float16: 36.3e12},
 }  # fmt: skip
+
+#: Substrings of ``torch.cuda.get_device_name()`` (lower case) -> table row; the first match wins, so
+#: longer names ("rtx 3090 ti") come before their prefixes ("rtx 3090").
+_CUDA_NAME_ROWS = (
+    "a100", "a10g", "l40", "l4", "t4", "v100s", "rtx 4090", "rtx 4080", "a6000", "a40", "rtx 3090 ti", "rtx 3090",
+    "rtx 3080 ti", "rtx 3080", "rtx 3070", "titan rtx", "quadro rtx 5000", "rtx 2080 ti", "rtx 2080 super",
+    "rtx 2080", "rtx 2070 super",
+)  # fmt: skip
 
 
 def _cuda_chip(device_name: str) -> str | None:
     name = device_name.lower()
-    if "h100" in name:
+    if "nvl" in name and ("h100" in name or "h200" in name):
+        return "nvl"
+    if "h100" in name or "h200" in name:
         return "h100 pcie" if ("pcie" in name or "hbm2e" in name) else "h100 sxm"
-    for chip in ("a100", "a10g", "l4", "t4", "v100"):
-        if chip in name:
+    if "v100" in name and "v100s" not in name:
+        return "v100 pcie" if "pcie" in name else "v100"
+    for chip in _CUDA_NAME_ROWS:
+        at = name.find(chip)
+        rest = name[at + len(chip) :] if at >= 0 else ""
+        # "rtx 3070" must not stand for an unlisted "rtx 3070 ti" (nor "a40" for an "a400").
+        if at >= 0 and not rest.startswith((" ti", " super", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")):
             return chip
     return None
 

@@ -14,7 +14,8 @@ class _FabricDataLoader:
 
     Each time it is iterated it calls ``set_epoch`` on a sampler that has one (so that a
     ``DistributedSampler`` shuffles differently every epoch, identically on every rank), then yields
-    the batches moved to ``device`` (``None`` leaves them where they are).
+    the batches moved to ``device`` (``None`` leaves them where they are; so does a CPU device, as
+    batches on a CPU-only run are there already).
     """
 
     def __init__(self, dataloader: DataLoader, device: torch.device | None = None, strategy: Any = None) -> None:
@@ -85,8 +86,8 @@ class _FabricDataLoader:
         if current_rng is not None:
             torch.set_rng_state(current_rng)
         self.__dict__["_batches_yielded"] = skip
-        if device is None or source is not None:
-            move = None
+        if device is None or source is not None or device.type == "cpu":
+            move = None  # CPU batches are where they belong already: no per-batch call
         elif strategy is not None:
             move = strategy.batch_to_device
         else:  # built without a strategy (as Lightning's wrapper can be): plain device placement
