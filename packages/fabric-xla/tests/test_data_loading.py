@@ -89,3 +89,15 @@ def test_an_error_in_the_dataset_reaches_the_training_loop(fabric):
         for batch in loader:
             seen.append(batch.shape[0])
     assert seen == [4, 4]
+
+
+def test_leaving_an_epoch_early_stops_the_upload_threads(fabric):
+    import threading
+
+    loader = fabric.setup_dataloaders(DataLoader(torch.randn(400, 6), batch_size=4))
+    before = threading.active_count()
+    for index, _ in enumerate(loader):
+        if index == 2:
+            break
+    assert threading.active_count() == before  # the loop's end closed torch_xla's loader and joined its threads
+    assert sum(1 for _ in loader) == 100  # the next epoch starts afresh, whole
