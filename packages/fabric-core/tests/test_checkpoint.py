@@ -177,7 +177,19 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_save(tmp_path):
     dead_pid = int(dead.stdout)
     stale = tmp_path / f"{TMP_MARKER}c.pt.{dead_pid}.deadbeef"
     live = tmp_path / f"{TMP_MARKER}c.pt.{os.getpid()}.cafebabe"  # a writer still running: kept
+    stale_folder = tmp_path / f"{TMP_MARKER}c.pt.{dead_pid}.feedf00d"  # today's writers stage in a folder
     stale.write_bytes(b"partial")
     live.write_bytes(b"partial")
+    stale_folder.mkdir()
+    (stale_folder / "c.pt").write_bytes(b"partial")
     Fabric(accelerator="cpu").save(tmp_path / "c.pt", {"step": 1})
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and not stale_folder.exists() and live.exists()
+
+
+def test_the_same_state_saved_twice_is_the_same_bytes(tmp_path):
+    """No temporary name leaks into the file (torch names its zip archive after the file it writes)."""
+    fabric = Fabric(accelerator="cpu")
+    model, optimizer = _setup(fabric)
+    fabric.save(tmp_path / "a.pt", {"model": model, "optimizer": optimizer, "step": 1})
+    fabric.save(tmp_path / "b" / "a.pt", {"model": model, "optimizer": optimizer, "step": 1})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "a.pt").read_bytes()

@@ -49,17 +49,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], T], storage_opti
 
 
 def atomic_write_local(path: str | Path, write: Callable[[Path, int], T]) -> T:
-    """Call ``write(tmp_path, fd)`` to fill a new temporary file next to the local ``path``, then swap it in.
+    """Call ``write(tmp_path, fd)`` to fill a new temporary file, then move it over the local ``path``.
 
-    ``fd`` is open read-write on the temporary file, so that ``write`` may hand the path to a writer
-    of its own (``torch.save`` writes fastest to a path) and still read or patch the result. The
-    data is flushed while it is written (``write_behind``, so the fsync itself is short), fsynced
-    before ``os.replace``, and the folder fsynced after it.
+    The temporary file has ``path``'s own name, inside a fresh hidden folder next to it, so that a
+    writer which records the file name (``torch.save`` names its zip archive after it) writes the
+    same bytes as for ``path``. ``fd`` is open read-write on the file, so that ``write`` may hand the
+    path to a writer of its own (``torch.save`` writes fastest to a path) and still read or patch
+    the result. The data is flushed while it is written (``write_behind``, so the fsync itself is
+    short), fsynced before ``os.replace``, and the folder fsynced after it.
     """
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f"{TMP_MARKER}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    staging = target.parent / f"{TMP_MARKER}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp = staging / target.name
     try:
+        staging.mkdir()
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
             with write_behind(fd):
@@ -69,23 +73,33 @@ def atomic_write_local(path: str | Path, write: Callable[[Path, int], T]) -> T:
             os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove_temporary(staging)
         raise
+    _remove_temporary(staging)
     fsync_dir(target.parent)
     remove_stale_temporaries(target)
     return result
 
 
 def remove_stale_temporaries(target: Path) -> None:
-    """Delete temporary files of ``target`` left by writers that were killed mid-write.
+    """Delete temporary files (and their folders) of ``target`` left by writers that were killed mid-write.
 
-    A temporary file's name carries its writer's pid; files of live writers are left alone.
+    A temporary's name carries its writer's pid; those of live writers are left alone.
     """
     prefix = f"{TMP_MARKER}{target.name}."
     for leftover in target.parent.glob(f"{prefix}*"):
         pid_text = leftover.name[len(prefix) :].split(".", 1)[0]
         if not pid_text.isdigit() or _alive(int(pid_text)):
             continue
+        _remove_temporary(leftover)
+
+
+def _remove_temporary(leftover: Path) -> None:
+    if leftover.is_dir():
+        import shutil
+
+        shutil.rmtree(leftover, ignore_errors=True)
+    else:
         leftover.unlink(missing_ok=True)
 
 
