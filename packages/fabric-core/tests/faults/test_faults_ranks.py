@@ -30,6 +30,13 @@ def work(fabric, fault, target):
         raise ValueError(f"rank {rank} failed on purpose")
     if rank == target and fault == "exit":
         os._exit(3)
+    if fault == "raise_while_busy":
+        if rank == target:
+            raise ValueError(f"rank {rank} failed on purpose")
+        try:
+            time.sleep(120)  # computing, saving, ...: no collective that would notice the failure
+        finally:
+            say(f"CLEANUP {rank}")
     if rank == target and fault == "hang":
         time.sleep(600)  # the others wait for it in all_reduce until the collective timeout
     # everyone else (and every rank when the test kills one) keeps talking, for at most ~60 s
@@ -166,6 +173,17 @@ def test_rank_that_exits_with_a_code(tmp_path, launcher):
     _assert_job_down(job, code, pids, leftovers)
     _assert_reported(job, launcher, {launcher: r"rank 1 exited with code 3"})
     _no_self_inflicted_sigterm(job, launcher)
+
+
+def test_rank_zero_busy_outside_collectives_is_interrupted_not_killed(tmp_path):
+    """strategy="ddp": rank 0 runs the launcher's watchdog. When rank 1 fails while rank 0 is busy outside any
+    collective, rank 0 is interrupted as by Ctrl-C, so its ``finally`` blocks and exit hooks still run."""
+    job, code, pids, leftovers = _run_fault(tmp_path, "ddp", "raise_while_busy")
+    _assert_job_down(job, code, pids, leftovers)
+    assert code == 1, job.stderr[-4000:]
+    _assert_reported(job, "ddp", RAISED)
+    assert "CLEANUP 0" in job.stdout, job.stderr[-4000:]
+    assert "KeyboardInterrupt" in job.stderr
 
 
 # for "ddp" the launcher is rank 0 itself: the worker must die with it (PDEATHSIG)

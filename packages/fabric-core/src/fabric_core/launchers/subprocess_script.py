@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 _POLL_SECONDS = 0.1
 _GRACE_SECONDS = 5.0
+_INTERRUPTED_GRACE_SECONDS = 60.0  # for rank 0 to unwind and run its exit hooks once interrupted
 
 
 def die_with_parent() -> None:
@@ -39,6 +40,22 @@ def die_with_parent() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+
+
+def _interrupt_main_thread(rank: int) -> bool:
+    """Deliver SIGINT to the main thread when Python turns it into ``KeyboardInterrupt`` (or the user handles it).
+
+    ``False`` when SIGINT is ignored or has no Python handler: nothing would unwind the main thread.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        return False
+    print(f"[fabric] interrupting rank {rank} (as Ctrl-C would) to stop the job.", file=sys.stderr, flush=True)
+    main = threading.main_thread().ident
+    if main is None:
+        return False
+    signal.pthread_kill(main, signal.SIGINT)
+    return True
 
 
 def script_command() -> list[str]:
@@ -170,12 +187,19 @@ class SubprocessScriptLauncher(Launcher):
             flush=True,
         )
         self.kill_workers()
-        # Give the main thread a moment to fail on its own (its collectives see the closed peers).
-        deadline = time.monotonic() + _GRACE_SECONDS
-        while time.monotonic() < deadline and not self._done.is_set():
-            time.sleep(_POLL_SECONDS)
-        if not self._done.is_set():
-            os._exit(1)
+        # Give the main thread a moment to fail on its own (its collectives see the closed peers). One busy
+        # elsewhere (computing, saving, sleeping) is interrupted as by Ctrl-C, so that its `finally` blocks,
+        # context managers and exit hooks run; only one stuck in native code is ended with os._exit.
+        if self._done.wait(_GRACE_SECONDS):
+            return
+        if _interrupt_main_thread(self._global_rank(0)) and self._done.wait(_INTERRUPTED_GRACE_SECONDS):
+            return
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()  # os._exit drops what is still buffered
+            except (OSError, ValueError):
+                pass
+        os._exit(1)
 
     def _first_dead_worker(self, wait: float) -> tuple[int, int] | None:
         """(local rank, exit code) of a worker that exited non-zero, waiting up to ``wait`` seconds for one."""
