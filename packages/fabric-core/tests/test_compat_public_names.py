@@ -109,7 +109,7 @@ def test_strategy_registry_lists_and_builds_the_installed_names():
 
 
 def test_accelerator_registry_lists_and_builds():
-    assert "cpu" in ACCELERATOR_REGISTRY.available_accelerators()
+    assert {"cpu", "mps"} <= ACCELERATOR_REGISTRY.available_accelerators()
     assert isinstance(ACCELERATOR_REGISTRY.get("cpu"), CPUAccelerator)
 
 

@@ -61,9 +61,9 @@ class RegistryListing:
         """The registered strategy names (Lightning's method name)."""
         return list(self)
 
-    def available_accelerators(self) -> list[str]:
-        """The registered accelerator names (Lightning's method name)."""
-        return list(self)
+    def available_accelerators(self) -> set[str]:
+        """The registered accelerator names (Lightning's method name; a set, as there)."""
+        return set(self)
 
     def register(self, name: str, *args: Any, **kwargs: Any) -> NoReturn:
         raise MisconfigurationError(
