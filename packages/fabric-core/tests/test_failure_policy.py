@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from fabric_core.launchers.failures import RankEnd, first_failure
+from fabric_core.launchers.failures import RankEnd, first_failure, is_lost_peer
 from fabric_core.plugins.failures import first_failure as exported
 
 KILLED = -int(signal.SIGKILL)
@@ -45,3 +45,18 @@ def test_ties_keep_the_order_given_and_nothing_failed_is_none() -> None:
 
 def test_backends_reach_the_policy_through_the_plugin_surface() -> None:
     assert exported is first_failure
+
+
+def test_lost_peers_are_recognised_in_what_gloo_and_the_store_say() -> None:
+    gloo_closed = "RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:42884. This is"
+    gloo_reset = (
+        "RuntimeError: [gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:47305: Connection reset by peer."
+    )
+    store = "DistStoreError: Failed to recv, got 0 bytes. Connection was likely closed. Did the remote server shutdown?"
+    assert all(is_lost_peer(text) for text in (gloo_closed, gloo_reset, store))
+    assert is_lost_peer(RuntimeError(gloo_closed))
+    # a rank's own failure, a timeout included, is a cause
+    assert not is_lost_peer(
+        "RuntimeError: [gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 10000ms for recv"
+    )
+    assert not is_lost_peer(ValueError("rank 1 failed on purpose"))

@@ -111,8 +111,7 @@ LOST_PEER_MARKERS = (
     "Connection closed by peer",
     "Connection reset by peer",
     "Broken pipe",
-    "Socket unexpectedly closed",
-    "Connection was likely closed",
+    "Connection was likely closed",  # the c10d store's client: the process hosting the store ended
 )
 
 
