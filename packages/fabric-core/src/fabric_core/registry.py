@@ -55,6 +55,7 @@ _CLASSES_PROVIDED_BY: dict[str, str] = {
     "CUDAAccelerator": "cuda",
     "XLAAccelerator": "xla",
     "DeepSpeedStrategy": "deepspeed",
+    "DeepSpeedPrecision": "deepspeed",
     "XLAStrategy": "xla",
     "SingleDeviceXLAStrategy": "xla",
     "XLAFSDPStrategy": "xla",

@@ -26,9 +26,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Lightning's precision classes (``MixedPrecision``, ``DoublePrecision``, ``HalfPrecision``), loaded lazily."""
-    from fabric_core.plugins import precision
+    """Lightning's precision classes (``MixedPrecision``, ``DoublePrecision``, ``HalfPrecision``, a backend's
+    ``DeepSpeedPrecision``) and ``TorchCheckpointIO`` at Lightning's paths, loaded lazily."""
+    import importlib
 
-    if name in precision._IMPLEMENTATIONS:
-        return getattr(precision, name)
+    if name == "TorchCheckpointIO":
+        return importlib.import_module("fabric_core.checkpoint.torch_io").TorchCheckpointIO
+    if name.endswith("Precision"):
+        return getattr(importlib.import_module("fabric_core.plugins.precision"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

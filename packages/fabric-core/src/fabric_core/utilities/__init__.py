@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "get_available_flops": "fabric_core.utilities.throughput",
     "find_executable_batch_size": "fabric_core.utilities.batch_size_finder",
     "measure_flops": "fabric_core.utilities.throughput",
+    "disable_possible_user_warnings": "fabric_core.utilities.warnings",
 }
 
 __all__ = sorted(_LAZY)

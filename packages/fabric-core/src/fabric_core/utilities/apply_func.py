@@ -74,3 +74,24 @@ def convert_tensors_to_scalars(data: Any) -> Any:
         return t.item()
 
     return apply_to_tensors(data, to_scalar)
+
+
+def convert_to_tensors(data: Any, device: torch.device | str) -> Any:
+    """``data`` with every Python or NumPy number and NumPy array turned into a tensor, all moved to ``device``.
+
+    As in Lightning, ``bool`` (an ``int``) becomes a tensor too.
+    """
+    import numbers
+
+    def to_tensors(value: Any) -> Any:
+        if isinstance(value, numbers.Number):
+            return torch.tensor(value, device=device)
+        if type(value).__module__ == "numpy" and hasattr(value, "__array__"):
+            return torch.as_tensor(value, device=device)
+        if isinstance(value, Mapping):
+            return {k: to_tensors(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            return type(value)(to_tensors(v) for v in value)
+        return value
+
+    return move_to_device(to_tensors(data), device)

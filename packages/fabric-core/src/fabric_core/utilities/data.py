@@ -20,6 +20,7 @@ from fabric_core.utilities.attribute_dict import AttributeDict as AttributeDict 
 from fabric_core.utilities.cpus import suggested_max_num_workers as suggested_max_num_workers
 from fabric_core.utilities.samplers import DistributedSamplerWrapper
 from fabric_core.utilities.seed import global_seed, seed_workers_enabled, worker_init_function
+from fabric_core.utilities.seed import pl_worker_init_function as pl_worker_init_function  # Lightning's path
 
 if TYPE_CHECKING:
     from fabric_core.plugins.strategy import Strategy
@@ -143,3 +144,28 @@ def _rebuild(loader: DataLoader, overrides: dict[str, Any]) -> DataLoader:
             "**kwargs. Pass use_distributed_sampler=False and give it a DistributedSampler yourself."
         )
     return cls(**args)
+
+
+def has_len(dataloader: object) -> bool:
+    """Whether ``len(dataloader)`` works (a length of 0 counts, with a warning: usually a mistake)."""
+    length = sized_len(dataloader)
+    if length == 0:
+        import warnings
+
+        warnings.warn(
+            f"`{type(dataloader).__name__}` returned 0 length. Please make sure this was your intention.", stacklevel=2
+        )
+    return length is not None
+
+
+def sized_len(dataloader: object) -> int | None:
+    """``len(dataloader)``, or ``None`` where it has no length (iterable datasets, generators)."""
+    try:
+        return len(dataloader)  # type: ignore[arg-type]
+    except (TypeError, NotImplementedError):
+        return None
+
+
+def has_iterable_dataset(dataloader: object) -> bool:
+    """Whether ``dataloader`` reads an ``IterableDataset`` (no sampler can shard it)."""
+    return isinstance(getattr(dataloader, "dataset", None), IterableDataset)
