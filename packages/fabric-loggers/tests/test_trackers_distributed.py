@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,3 +165,51 @@ def test_another_rank_killed_mid_run_leaves_every_run_marked_failed(tmp_path):
     assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "failed"
     dvclive_steps = [step for step, _ in _dvclive_history(tmp_path, "step_value")]
     assert dvclive_steps == list(range(len(dvclive_steps))) and len(dvclive_steps) >= 3
+
+
+_SCRIPT = """
+import os, signal, sys
+import torch
+from fabric_core import Fabric
+from fabric_loggers import DVCLiveLogger, MLflowLogger
+
+def main() -> None:
+    folder = sys.argv[1]
+    loggers = [
+        MLflowLogger(experiment_name="ddp", tracking_uri=f"sqlite:///{folder}/mlflow.db"),
+        DVCLiveLogger(dir=f"{folder}/dvclive", save_dvc_exp=False, dvcyaml=None),
+    ]
+    fabric = Fabric(accelerator="cpu", strategy="ddp", devices=2, loggers=loggers)
+    fabric.launch()
+    model = fabric.setup(torch.nn.Linear(2, 1))
+    step = 0
+    while True:
+        if step == 3 and fabric.global_rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        fabric.backward(model(torch.ones(4, 2)).sum())
+        fabric.log_dict({"step_value": step * 0.5})
+        step += 1
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.parametrize("launcher", ["script", "torchrun"])
+def test_another_rank_killed_under_the_script_launcher_or_torchrun(tmp_path, launcher):
+    """Rank 0 is the script's own process (fabric's launcher) or one of torchrun's workers (torchrun stops the
+    survivors with SIGTERM): the runs end failed either way."""
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    prefix = [sys.executable] if launcher == "script" else [sys.executable, "-m", "torch.distributed.run"]
+    if launcher == "torchrun":
+        prefix += ["--standalone", "--nproc-per-node", "2"]  # standalone: a local rendezvous on a free port
+    result = subprocess.run([*prefix, str(script), str(tmp_path)], cwd=tmp_path, capture_output=True, timeout=900)
+    assert result.returncode != 0
+
+    client, runs = _mlflow_runs(tmp_path)
+    (run,) = runs
+    assert run.info.status == "FAILED", result.stderr.decode()[-3000:]
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "step_value"))
+    assert history == [(step, step * 0.5) for step in range(len(history))] and len(history) >= 3
+    assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "failed"

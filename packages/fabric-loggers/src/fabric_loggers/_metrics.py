@@ -38,7 +38,7 @@ def to_number(name: str, value: Any) -> int | float:
 
 def prepare_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, int | float]:
     """Names with the logger's prefix, values as plain numbers."""
-    if not isinstance(metrics, Mapping):
+    if type(metrics) is not dict and not isinstance(metrics, Mapping):  # the ABC check only when not a dict
         raise TypeError(f"log_metrics expects a mapping of metric names to numbers, got {type(metrics).__name__}.")
     prepared = {}
     for key, value in metrics.items():

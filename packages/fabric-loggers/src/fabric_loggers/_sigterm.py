@@ -39,7 +39,8 @@ class EndOnSigterm:
         self._owner = weakref.ref(owner)
         self._previous = previous
         self._active = True
-        self._pending: tuple[int, FrameType | None] | None = None
+        #: a SIGTERM that arrived during a library call, handled by ``deliver_pending``
+        self.pending: tuple[int, FrameType | None] | None = None
 
     @classmethod
     def install(cls, owner: Owner) -> EndOnSigterm | None:
@@ -57,15 +58,15 @@ class EndOnSigterm:
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         owner = self._owner() if self._active else None
         if owner is not None and owner.in_library_call:
-            self._pending = (signum, frame)  # finished by ``deliver_pending`` when the call returns
+            self.pending = (signum, frame)  # finished by ``deliver_pending`` when the call returns
             return
         self._fire(signum, frame)
 
     def deliver_pending(self) -> None:
         """Called by the logger when it leaves its library: act on a SIGTERM that arrived meanwhile."""
-        if self._pending is not None:
-            signum, frame = self._pending
-            self._pending = None
+        if self.pending is not None:
+            signum, frame = self.pending
+            self.pending = None
             self._fire(signum, frame)
 
     def remove(self) -> None:

@@ -131,7 +131,8 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         if not self.is_writer:
             return
         prepared = prepare_metrics(metrics, self._prefix)
-        self._ensure_started()  # a resumed run tells where its steps stopped
+        if not self._started or self._pid != os.getpid():
+            self._ensure_started()  # a resumed run tells where its steps stopped
         step = self._next_step if step is None else check_step(step)
         self._next_step = step + 1
         self._in_library = True  # as _library_call, spelled out: this is the hot path
@@ -139,8 +140,9 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
             self._write_metrics(prepared, step)
         finally:
             self._in_library = False
-            if self._sigterm is not None:
-                self._sigterm.deliver_pending()
+            hook = self._sigterm
+            if hook is not None and hook.pending is not None:
+                hook.deliver_pending()
 
     def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
         """Record hyperparameters (dict, nested dicts, argparse.Namespace, dataclass) as ``outer/inner`` names."""
