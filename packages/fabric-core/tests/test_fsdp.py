@@ -94,6 +94,12 @@ def main(fabric, task, folder):
         result["step"] = state["step"]
         result["loaded_probe"] = fresh(torch.ones(1, 6)).item()
         result["loaded_continued"] = losses(fabric, fresh, fresh_optimizer, steps=3)
+    elif task == "save_async_and_exit":
+        model = make_model()
+        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        losses(fabric, model, optimizer, steps=2)
+        result["probe"] = model(torch.ones(1, 6)).item()
+        fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 2}, async_=True)  # never waited for
     elif task == "load":
         model = make_model()
         model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
@@ -197,6 +203,13 @@ def test_async_sharded_save_returns_a_future_and_writes_the_state_of_the_call(sc
     assert result["loaded_continued"] == pytest.approx(result["continued"], rel=1e-5)  # optimizer state too
     assert {"fabric-manifest.json", ".metadata", "__0_0.distcp", "__1_0.distcp"} <= set(result["files"])
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".fabric-")]  # staging swapped in
+
+
+def test_a_job_that_ends_during_an_async_sharded_save_finishes_it_first(script_runner, tmp_path):
+    folder = tmp_path / "exit-ckpt"
+    saved = _rank0(script_runner(FSDP, "fsdp", "save_async_and_exit", str(folder), "2", timeout=600))
+    loaded = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "2", timeout=600))
+    assert loaded["step"] == 2 and loaded["probe"] == pytest.approx(saved["probe"], rel=1e-6)
 
 
 def test_full_state_dict_checkpoint_is_one_file(script_runner, tmp_path):

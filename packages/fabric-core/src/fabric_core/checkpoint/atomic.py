@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from fabric_core.checkpoint.storage import filesystem, is_remote, local_path, remote_writer
-from fabric_core.checkpoint.write_behind import write_behind
+from fabric_core.checkpoint.write_behind import release_cached_pages, write_behind
 
 __all__ = [
     "TMP_MARKER",
@@ -62,6 +62,7 @@ def atomic_write_local(path: str | Path, write: Callable[[Path, int], T]) -> T:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f"{TMP_MARKER}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp = staging / target.name
+    release_cached_pages(target)  # as the truncation of a plain torch.save would, without losing the file
     try:
         staging.mkdir()
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

@@ -201,6 +201,7 @@ class ProcessGroupStrategy(Strategy):
 
     def teardown(self) -> None:
         """Give back this strategy's use of the default group: destroyed only by the last Fabric, if Fabric made it."""
+        self.checkpoint_io.wait_for_saves()  # background saves of sharded folders still talk to the other ranks
         lease, self._group_lease = self._group_lease, None
         if lease is not None:
             lease.release()
