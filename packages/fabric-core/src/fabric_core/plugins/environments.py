@@ -29,6 +29,8 @@ def __getattr__(name: str) -> Any:
     target = _LAZY.get(name)
     if target is not None:
         return getattr(importlib.import_module(target[0]), target[1])
+    if name.startswith("_"):  # the import system asking for __path__ and the like: never load the registry
+        raise AttributeError(f"module 'fabric_core.plugins.environments' has no attribute {name!r}")
     from fabric_core.registry import backend_class
 
     found = backend_class("environment", name)

@@ -21,6 +21,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is not None:
         return getattr(importlib.import_module(module), name)
+    if name.startswith("_"):  # the import system asking for __path__ and the like: never load the registry
+        raise AttributeError(f"module 'fabric_core.plugins.io' has no attribute {name!r}")
     from fabric_core.registry import backend_class
 
     for kind in ("strategy", "accelerator"):  # backends register these kinds; their packages export the IO classes

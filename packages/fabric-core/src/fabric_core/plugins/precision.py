@@ -128,11 +128,13 @@ def __getattr__(name: str) -> Any:
     """Load the implementations on first use (they import torch; this interface module does not)."""
     module = _IMPLEMENTATIONS.get(name)
     if module is None:
-        # Lightning's backend precisions (``DeepSpeedPrecision``, ``XLAPrecision``) from the installed packages.
+        if not name.endswith("Precision") or name.startswith("_"):  # e.g. the import system asking for __path__
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        # Lightning's backend precisions (``DeepSpeedPrecision``) from the installed packages.
         from fabric_core.registry import backend_class
 
         for kind in ("precision", "strategy", "accelerator"):
-            found = backend_class(kind, name) if name.endswith("Precision") else None
+            found = backend_class(kind, name)
             if found is not None:
                 return found
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
