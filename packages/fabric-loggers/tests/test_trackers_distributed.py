@@ -213,3 +213,45 @@ def test_another_rank_killed_under_the_script_launcher_or_torchrun(tmp_path, lau
     history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "step_value"))
     assert history == [(step, step * 0.5) for step in range(len(history))] and len(history) >= 3
     assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "failed"
+
+
+def _train_until_rank_zero_is_killed(fabric) -> None:
+    model = fabric.setup(torch.nn.Linear(2, 1))
+    for step in range(1_000_000):
+        fabric.backward(model(torch.ones(4, 2)).sum())
+        fabric.log_dict({"step_value": step * 0.5})
+        if step == 3 and fabric.global_rank == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_rank_zero_killed_leaves_an_open_run_that_a_resume_continues(tmp_path):
+    """Nobody can write for a SIGKILLed rank 0: the run stays open ("running") with every step it logged, and
+    resuming it by id (the documented way on) continues and ends it."""
+    from fabric_core import Fabric
+    from fabric_core.launchers.failures import WorkerFailedError
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    loggers = [
+        MLflowLogger(experiment_name="ddp", tracking_uri=uri),
+        DVCLiveLogger(dir=tmp_path / "dvclive", save_dvc_exp=False, dvcyaml=None),
+    ]
+    fabric = Fabric(accelerator="cpu", strategy="ddp_spawn", devices=2, loggers=loggers)
+    with pytest.raises(WorkerFailedError, match="rank 0"):
+        fabric.launch(_train_until_rank_zero_is_killed)
+
+    client, (run,) = _mlflow_runs(tmp_path)
+    assert run.info.status == "RUNNING"
+    expected = [(step, step * 0.5) for step in range(4)]
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "step_value")) == expected
+    assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "running"
+    assert _dvclive_history(tmp_path, "step_value") == [(step, str(value)) for step, value in expected]
+
+    mlflow_resumed = MLflowLogger(tracking_uri=uri, run_id=run.info.run_id)
+    dvclive_resumed = DVCLiveLogger(dir=tmp_path / "dvclive", resume=True, save_dvc_exp=False, dvcyaml=None)
+    for logger in (mlflow_resumed, dvclive_resumed):
+        logger.log_metrics({"step_value": 2.0})
+        logger.finalize("success")
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert client.get_metric_history(run.info.run_id, "step_value")[-1].step == 4
+    assert parse_json(tmp_path / "dvclive" / "metrics.json")["status"] == "success"
+    assert _dvclive_history(tmp_path, "step_value")[-1] == (4, "2.0")
