@@ -178,6 +178,17 @@ class TensorBoardLogger(RunLogger):
                 stacklevel=2,
             )
             return
+        import torch
+
+        if not isinstance(input_array, (torch.Tensor, tuple)):  # what add_graph can trace, as Lightning checks
+            warnings.warn(
+                "Could not log computational graph to TensorBoard: The `input_array` or `model.example_input_array` "
+                f"has type {type(input_array)} which can't be traced by TensorBoard. Make the input array a tuple "
+                "representing the positional arguments to the model's `forward()` implementation.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
         if not self.is_writer:
             return
         parameter = next(module.parameters(), None)
