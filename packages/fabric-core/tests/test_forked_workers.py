@@ -28,6 +28,8 @@ random.seed(7)
 if sys.argv[1] == "thread":
     stop = threading.Event()
     threading.Thread(target=stop.wait, daemon=True).start()
+if sys.argv[1] == "compute":  # a parallel operation starts GNU OpenMP's threads, which a fork would hang in
+    torch.randn(512, 512) @ torch.randn(512, 512)
 fabric = Fabric(accelerator="cpu", strategy="ddp", devices=2)
 fabric.launch()
 torch.manual_seed(0)
@@ -68,7 +70,7 @@ def job(script_runner):
 
 
 def test_workers_are_forks_and_train_like_fresh_interpreters(job):
-    forked = job("plain")
+    forked = job("plain", OMP_NUM_THREADS="2")  # numpy's OpenBLAS threads run: they are fork-safe
     assert forked.returncode == 0, forked.stderr
     fresh = job("plain", **{RELAUNCH_ENV: "exec"})
     assert fresh.returncode == 0, fresh.stderr
@@ -84,8 +86,9 @@ def test_workers_are_forks_and_train_like_fresh_interpreters(job):
     assert fresh_rows[0]["before_launch"] != fresh_rows[1]["before_launch"]  # rank 1 re-ran the script
 
 
-def test_a_running_thread_makes_the_workers_fresh_interpreters(job):
-    proc = job("thread")
+@pytest.mark.parametrize("mode", ["thread", "compute"])
+def test_threads_before_launch_make_the_workers_fresh_interpreters(job, mode):
+    proc = job(mode, OMP_NUM_THREADS="2")
     assert proc.returncode == 0, proc.stderr
     rows = _rows(proc.stdout)
     assert rows[0]["before_launch"] != rows[1]["before_launch"]

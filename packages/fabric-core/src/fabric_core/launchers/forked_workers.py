@@ -6,8 +6,9 @@ others). A fork shares what rank 0 has loaded. The forked worker is a copy of ra
 of ``launch()``: it returns from ``launch()`` as its own rank and runs the rest of the script, as a
 re-run worker does once it reaches ``launch()``.
 
-Forking is only safe in a process with a single thread (a fork keeps only the calling thread; locks
-held by others stay locked forever) and before CUDA is initialised. ``fork_refusal`` names what stands
+Forking is only safe without other threads (a fork keeps only the calling thread; locks held by
+others stay locked forever; GNU OpenMP's pool, once torch ran a parallel operation, hangs the child),
+OpenBLAS's own threads excepted, and before CUDA is initialised. ``fork_refusal`` names what stands
 in the way; the launcher then starts fresh interpreters as before. ``FABRIC_RELAUNCH=exec`` asks for
 fresh interpreters always (for scripts that need their code before ``launch()`` to run once per rank).
 """
@@ -23,6 +24,12 @@ import time
 from typing import Any
 
 RELAUNCH_ENV = "FABRIC_RELAUNCH"
+_OPENBLAS_THREAD_COUNT = (
+    "scipy_openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads",
+    "openblas_get_num_threads64_",
+    "openblas_get_num_threads",
+)
 _PORT_BYTES = 8  # the rendezvous port, as fixed-width decimal: one atomic pipe message per worker
 
 
@@ -39,12 +46,45 @@ def fork_refusal() -> str | None:
         threads = len(os.listdir("/proc/self/task"))
     except OSError:
         return "the thread count is unknown"
-    if threads != 1:
-        return f"{threads} threads are running"
+    expected = 1 + _openblas_servers()
+    if threads != expected:
+        return f"{threads} threads are running (safe to fork: {expected})"
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return "CUDA is initialised"
     return None
+
+
+def _openblas_servers() -> int:
+    """The server threads OpenBLAS started (numpy's starts them when torch imports numpy).
+
+    They are the only threads a fresh ``import torch`` leaves, and OpenBLAS stops them around a fork
+    itself (``openblas_fork_handler``). GNU OpenMP's threads, which appear once torch has run a
+    parallel operation, are not fork-safe: a forked child hangs in its next parallel region.
+    """
+    import ctypes
+
+    paths = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip() if line.count(" ") >= 5 else ""
+                if "openblas" in os.path.basename(path).lower():
+                    paths.add(path)
+    except OSError:
+        return 0
+    servers = 0
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)  # already loaded: the same handle, nothing runs
+        except OSError:
+            continue
+        for symbol in _OPENBLAS_THREAD_COUNT:
+            count = getattr(library, symbol, None)
+            if count is not None:
+                servers += max(0, int(count()) - 1)  # the calling thread is one of OpenBLAS's threads
+                break
+    return servers
 
 
 class ForkedWorker:
@@ -114,6 +154,7 @@ def fork_workers(strategy: Any, envs: dict[int, dict[str, str]], bind_store: boo
 
     from fabric_core.launchers.subprocess_script import die_with_parent
 
+    _preload_for_first_step()
     read_end, write_end = os.pipe() if bind_store else (-1, -1)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or buffered output would be written by both processes
@@ -148,6 +189,18 @@ def fork_workers(strategy: Any, envs: dict[int, dict[str, str]], bind_store: boo
         finally:
             os.close(write_end)  # the workers read end-of-file if binding failed, and exit
     return workers
+
+
+def _preload_for_first_step() -> None:
+    """Import, once for all ranks, what every rank imports before its first step anyway.
+
+    Creating any torch optimizer imports ``torch._dynamo`` (about 800 modules, ~1 s): imported here,
+    the forks share it instead of importing it each, side by side on the same cores. It starts no thread.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except ImportError:  # pragma: no cover - torch builds without dynamo
+        pass
 
 
 def _become_worker(strategy: Any, local_rank: int, env: dict[str, str], read_end: int, write_end: int) -> None:
