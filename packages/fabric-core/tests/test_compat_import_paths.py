@@ -117,3 +117,31 @@ def test_each_module_imports_first_in_a_fresh_interpreter(first):
     code = f"import {first}; import fabric_core.fabric; from fabric_core.plugins import DoublePrecision"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_environment_detect_reads_the_process_environment_when_called_without_arguments(monkeypatch):
+    from fabric_core.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    for name in ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert not SLURMEnvironment.detect()
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert SLURMEnvironment.detect()
+    assert not SLURMEnvironment.detect({})  # an explicit mapping still wins
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert TorchElasticEnvironment.detect()
+
+
+@pytest.mark.parametrize(
+    ("nodelist", "first"),
+    [("alpha beta gamma", "alpha"), ("alpha, host[5-9], gamma", "alpha"), ("1.2.3.[089, 100-110]", "1.2.3.089")],
+)
+def test_slurm_main_address_from_space_or_comma_separated_node_lists(monkeypatch, nodelist, first):
+    from fabric_core.environments.slurm import SLURMEnvironment, expand_nodelist
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    monkeypatch.setenv("SLURM_NODELIST", nodelist)
+    assert SLURMEnvironment().main_address == first
+    assert expand_nodelist("alpha beta gamma") == ["alpha", "beta", "gamma"]

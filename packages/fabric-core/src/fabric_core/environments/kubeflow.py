@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from fabric_core.plugins.environment import ClusterEnvironment
@@ -18,7 +19,8 @@ class KubeflowEnvironment(ClusterEnvironment):
     detect_priority = 0
 
     @staticmethod
-    def detect(env: Mapping[str, str]) -> bool:
+    def detect(env: Mapping[str, str] | None = None) -> bool:
+        env = os.environ if env is None else env  # Lightning calls detect() without arguments
         return False
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from fabric_core.plugins.environment import ClusterEnvironment
@@ -22,7 +23,8 @@ class LocalEnvironment(ClusterEnvironment):
         self._global_rank = 0
 
     @staticmethod
-    def detect(env: Mapping[str, str]) -> bool:
+    def detect(env: Mapping[str, str] | None = None) -> bool:
+        env = os.environ if env is None else env  # Lightning calls detect() without arguments
         return True
 
     @property

@@ -32,7 +32,8 @@ class MPIEnvironment(ClusterEnvironment):
         self._address: tuple[str, int] | None = None
 
     @staticmethod
-    def detect(env: Mapping[str, str]) -> bool:
+    def detect(env: Mapping[str, str] | None = None) -> bool:
+        env = os.environ if env is None else env  # Lightning calls detect() without arguments
         return any(f[0] in env and f[1] in env for f in _FLAVOURS)
 
     def _vars(self) -> tuple[str, str, str, str]:

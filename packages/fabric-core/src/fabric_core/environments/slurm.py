@@ -15,12 +15,12 @@ from fabric_core.plugins.environment import ClusterEnvironment
 def expand_nodelist(nodelist: str) -> list[str]:
     """Expand SLURM's compressed host list (``node[01-03,7],gpu5``) into host names."""
     hosts: list[str] = []
-    for match in re.finditer(r"([^,\[]+)(\[([^\]]*)\])?", nodelist):
+    for match in re.finditer(r"([^,\[\s]+)(\[([^\]]*)\])?", nodelist):  # hosts separated by commas or spaces
         prefix, ranges = match.group(1), match.group(3)
         if ranges is None:
             hosts.append(prefix)
             continue
-        for part in ranges.split(","):
+        for part in (p.strip() for p in ranges.split(",")):
             if "-" in part:
                 start, end = part.split("-", 1)
                 width = len(start)
@@ -41,7 +41,8 @@ class SLURMEnvironment(ClusterEnvironment):
     detect_priority = 40
 
     @staticmethod
-    def detect(env: Mapping[str, str]) -> bool:
+    def detect(env: Mapping[str, str] | None = None) -> bool:
+        env = os.environ if env is None else env  # Lightning calls detect() without arguments
         return (
             "SLURM_NTASKS" in env and "SLURM_PROCID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
         )

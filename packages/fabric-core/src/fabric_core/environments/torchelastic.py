@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from fabric_core.plugins.environment import ClusterEnvironment
@@ -16,7 +17,8 @@ class TorchElasticEnvironment(ClusterEnvironment):
     detect_priority = 50
 
     @staticmethod
-    def detect(env: Mapping[str, str]) -> bool:
+    def detect(env: Mapping[str, str] | None = None) -> bool:
+        env = os.environ if env is None else env  # Lightning calls detect() without arguments
         return "TORCHELASTIC_RUN_ID" in env or all(v in env for v in _REQUIRED)
 
     @property

@@ -36,8 +36,9 @@ class ClusterEnvironment(ABC):
 
     @staticmethod
     @abstractmethod
-    def detect(env: Mapping[str, str]) -> bool:
-        """Whether ``env`` shows that this environment started the current process."""
+    def detect(env: Mapping[str, str] | None = None) -> bool:
+        """Whether ``env`` (default ``os.environ``, as Lightning's no-argument ``detect()``) shows that this
+        environment started the current process."""
 
     @property
     @abstractmethod
