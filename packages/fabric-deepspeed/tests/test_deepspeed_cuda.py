@@ -1,4 +1,4 @@
-"""The same legs on real GPUs (NCCL), plus float16 which the CPU cannot run. Skipped without GPUs."""
+"""The same legs on real GPUs (NCCL), plus float16 across GPUs. Skipped without GPUs."""
 
 from __future__ import annotations
 
