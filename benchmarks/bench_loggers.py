@@ -66,11 +66,16 @@ def mlflow_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], fl
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    uri = "sqlite:///" + os.path.join(root, "mlflow.db")
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment(f"bench-{time.time_ns()}")
+    def fresh_store(name: str) -> tuple[str, MlflowClient, str]:
+        """A new sqlite store per run, its tables and experiment made before the clock starts: a store that
+        grows run after run would make whichever contender runs later in a round pay for the other's rows."""
+        path = os.path.join(_fresh(root, f"{name}-{time.time_ns()}"), "mlflow.db")  # MLflow caches stores by URI
+        uri = "sqlite:///" + path
+        client = MlflowClient(uri)
+        return uri, client, client.create_experiment("bench")
 
     def direct() -> float:
+        _, client, experiment_id = fresh_store("mlflow_direct")
         start = time.perf_counter()
         run_id = client.create_run(experiment_id).info.run_id
         for step in range(n):
@@ -80,8 +85,9 @@ def mlflow_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], fl
         return time.perf_counter() - start
 
     def logger() -> float:
+        uri, _, _ = fresh_store("mlflow_logger")
         start = time.perf_counter()
-        mlflow_logger = MLflowLogger(experiment_name=client.get_experiment(experiment_id).name, tracking_uri=uri)
+        mlflow_logger = MLflowLogger(experiment_name="bench", tracking_uri=uri)
         mlflow_logger.set_global_rank(0)
         for step in range(n):
             mlflow_logger.log_metrics({"loss": step * 0.5}, step=step)
