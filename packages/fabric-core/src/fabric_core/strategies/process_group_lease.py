@@ -65,10 +65,6 @@ class DefaultGroupLease:
     def __init__(self, share: _GroupShare) -> None:
         self._share: _GroupShare | None = share
 
-    @property
-    def created_by_fabric(self) -> bool:
-        return self._share is not None and self._share.created_by_fabric
-
     def __reduce__(self) -> tuple[type[_ReleasedLease], tuple[()]]:
         # A strategy pickled into another process does not carry this process's share of the group.
         return (_ReleasedLease, ())
