@@ -69,6 +69,7 @@ def job(script_runner):
     return run
 
 
+@pytest.mark.multiprocess
 def test_workers_are_forks_and_train_like_fresh_interpreters(job):
     forked = job("plain", OMP_NUM_THREADS="2")  # numpy's OpenBLAS threads run: they are fork-safe
     assert forked.returncode == 0, forked.stderr
@@ -86,6 +87,7 @@ def test_workers_are_forks_and_train_like_fresh_interpreters(job):
     assert fresh_rows[0]["before_launch"] != fresh_rows[1]["before_launch"]  # rank 1 re-ran the script
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("mode", ["thread", "compute"])
 def test_threads_before_launch_make_the_workers_fresh_interpreters(job, mode):
     proc = job(mode, OMP_NUM_THREADS="2")
@@ -95,6 +97,7 @@ def test_threads_before_launch_make_the_workers_fresh_interpreters(job, mode):
     assert rows[0]["weight"] == rows[1]["weight"]
 
 
+@pytest.mark.multiprocess
 def test_a_forked_worker_that_raises_stops_the_job_and_is_named(job):
     proc = job("fail")
     assert proc.returncode != 0
