@@ -16,8 +16,9 @@ from fabric_deepspeed import DeepSpeedPrecision
 HERE = Path(__file__).parent
 
 
-def test_16_mixed_is_accepted_on_the_cpu() -> None:
-    fabric = Fabric(accelerator="cpu", devices=1, strategy="deepspeed_stage_2", precision="16-mixed")
+@pytest.mark.parametrize("precision", ["16-mixed", "16-true"])
+def test_float16_is_accepted_on_the_cpu(precision: str) -> None:
+    fabric = Fabric(accelerator="cpu", devices=1, strategy="deepspeed_stage_2", precision=precision)
     assert isinstance(fabric.strategy.precision, DeepSpeedPrecision)
     assert fabric.strategy.config["fp16"]["enabled"] is True
 

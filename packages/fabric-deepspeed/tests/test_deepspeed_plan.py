@@ -85,8 +85,6 @@ def test_true_precision_creates_modules_in_the_low_dtype_and_mixed_does_not() ->
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"precision": "16-mixed"}, "16-mixed"),  # refused on the CPU, with the alternative
-        ({"precision": "16-true"}, "not supported by DeepSpeed on the CPU"),
         ({"precision": "64-true"}, r"not supported by the DeepSpeed strategies; choose one of '32-true', 'bf16-mixed'"),
         ({"plugins": [mixed_bf16("cpu")]}, "Pass the name instead: Fabric\\(precision='bf16-mixed'\\)"),
         (
