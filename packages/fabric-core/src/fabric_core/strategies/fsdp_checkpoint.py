@@ -122,7 +122,9 @@ def save_sharded(
 
     group = _checkpoint_group(strategy)
     plain_copy = snapshot(plain_converted) if strategy.is_global_zero else {}
-    written = dcp.async_save(converted, storage_writer=writer, process_group=group)
+    response = dcp.async_save(converted, storage_writer=writer, process_group=group)
+    # an AsyncSaveResponse only when DCP stages asynchronously (a stager of its own; not this writer)
+    written = response if isinstance(response, Future) else response.upload_completion
     return submit(strategy.checkpoint_io, lambda: _finish_save(strategy, plan, records, plain_copy, group, written))
 
 
