@@ -100,6 +100,29 @@ def main(fabric, task, folder):
         losses(fabric, model, optimizer, steps=2)
         result["probe"] = model(torch.ones(1, 6)).item()
         fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 2}, async_=True)  # never waited for
+    elif task == "save_fails_on_one_rank":
+        model = make_model()
+        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 1})
+        result["probe"] = model(torch.ones(1, 6)).item()
+        losses(fabric, model, optimizer, steps=1)
+        unpicklable = {"model": model, "optimizer": optimizer, "step": 2, "hook": lambda: 0}  # rank 0 writes it
+        for mode in ("sync", "async"):
+            try:
+                handle = fabric.save(folder, unpicklable, async_=mode == "async")
+                if handle is not None:
+                    handle.result()
+                raised, message = 0.0, ""
+            except Exception as err:
+                raised, message = 1.0, f"{type(err).__name__}: {err}"
+            result[mode + "_raised_on"] = fabric.all_reduce(torch.tensor(raised), reduce_op="sum").item()
+            result[mode + "_message"] = message
+        fresh = make_model()
+        fresh, fresh_optimizer = fabric.setup(fresh, torch.optim.AdamW(fresh.parameters(), lr=0.05))
+        state = {"model": fresh, "optimizer": fresh_optimizer, "step": 0}
+        fabric.load(folder, state)
+        result["step"] = state["step"]
+        result["loaded_probe"] = fresh(torch.ones(1, 6)).item()
     elif task == "load":
         model = make_model()
         model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
@@ -210,6 +233,18 @@ def test_a_job_that_ends_during_an_async_sharded_save_finishes_it_first(script_r
     saved = _rank0(script_runner(FSDP, "fsdp", "save_async_and_exit", str(folder), "2", timeout=600))
     loaded = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "2", timeout=600))
     assert loaded["step"] == 2 and loaded["probe"] == pytest.approx(saved["probe"], rel=1e-6)
+
+
+def test_a_sharded_save_that_fails_on_one_rank_raises_on_every_rank_and_keeps_the_last_checkpoint(
+    script_runner, tmp_path
+):
+    result = _rank0(script_runner(FSDP, "fsdp", "save_fails_on_one_rank", str(tmp_path / "ck"), "2", timeout=600))
+    for mode in ("sync", "async"):
+        assert result[mode + "_raised_on"] == 2, result  # no rank is left waiting for the other
+        assert result[mode + "_message"].startswith("CheckpointError") and "rank 0" in result[mode + "_message"]
+        assert "previous one at that path is kept" in result[mode + "_message"]
+    assert result["step"] == 1 and result["loaded_probe"] == pytest.approx(result["probe"], rel=1e-6)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".fabric-")]
 
 
 def test_full_state_dict_checkpoint_is_one_file(script_runner, tmp_path):

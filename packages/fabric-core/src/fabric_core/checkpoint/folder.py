@@ -104,6 +104,17 @@ def commit(save: FolderSave, manifest: Manifest) -> None:
         shutil.rmtree(previous)
 
 
+def discard(save: FolderSave) -> None:
+    """(One rank) remove the files of a save that failed (best effort; the next save removes them too)."""
+    try:
+        if save.fs is None:
+            shutil.rmtree(save.folder, ignore_errors=True)
+        else:
+            save.fs.rm(save.folder, recursive=True)
+    except Exception:  # the save's own error is the one to report
+        pass
+
+
 def remove_leftovers(fs: AbstractFileSystem, base: str, keep: str) -> None:
     """Delete subfolders of interrupted or superseded saves (everything ``v-*`` but ``keep``)."""
     fs.invalidate_cache(base)

@@ -168,7 +168,10 @@ def _finish_save(
     except Exception as err:
         error = f"rank {strategy.global_rank}: {type(err).__name__}: {err}"
     everyone = gather((folder.record(records, strategy.global_rank), error), group)
-    _raise_if_failed(plan.location, [e for _, e in everyone if e])
+    errors = [e for _, e in everyone if e]
+    if errors and strategy.is_global_zero:
+        folder.discard(plan)  # every rank is done with it
+    _raise_if_failed(plan.location, errors)
     if strategy.is_global_zero:
         try:
             manifest = Manifest(kind=MANIFEST_KIND)
