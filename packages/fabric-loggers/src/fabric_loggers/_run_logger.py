@@ -117,9 +117,15 @@ class RunLogger(_rank.RankZeroOnly, Logger):
         if not self.is_writer:
             return
         prepared = prepare_metrics(metrics, self._prefix)
-        step = self._next_step if step is None else check_step(step)
+        if step is None:
+            step = self._next_step
+        elif type(step) is not int:
+            step = check_step(step)
         self._next_step = step + 1
-        self._open_sink().write_metrics(prepared, step)
+        sink = self._sink  # the hot path of _open_sink: this process's sink, already open
+        if sink is None or sink.pid != os.getpid():
+            sink = self._open_sink()
+        sink.write_metrics(prepared, step)
         if self._schedule.record(step):
             self.save()
 

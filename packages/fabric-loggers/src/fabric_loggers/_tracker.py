@@ -133,7 +133,10 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         prepared = prepare_metrics(metrics, self._prefix)
         if not self._started or self._pid != os.getpid():
             self._ensure_started()  # a resumed run tells where its steps stopped
-        step = self._next_step if step is None else check_step(step)
+        if step is None:
+            step = self._next_step
+        elif type(step) is not int:
+            step = check_step(step)
         self._next_step = step + 1
         self._in_library = True  # as _library_call, spelled out: this is the hot path
         try:
