@@ -6,7 +6,8 @@ ratio ``logger / library`` and its spread (half the interquartile range of the p
 most 5% over calling the library directly). Trackers that are not installed are left out; W&B and Comet
 run offline, MLflow on a local sqlite store (one request per call: ~10-50 ms each here, so 10,000 scalars
 take minutes per run; ``--rounds`` is per tracker), DVCLive in a scratch folder outside any Git repository.
-The loggers are told their rank (``set_global_rank(0)``) as ``Fabric(loggers=...)`` does once the job is
+``--clock cpu`` times this process's CPU time instead of elapsed time, which other processes on a shared
+machine disturb less. The loggers are told their rank (``set_global_rank(0)``) as ``Fabric(loggers=...)`` does once the job is
 set up.
 """
 
@@ -35,33 +36,33 @@ def _fresh(root: str, name: str) -> str:
     return path
 
 
-def tensorboard_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+def tensorboard_pair(root: str, n: int, clock: Callable[[], float]) -> tuple[Callable[[], float], Callable[[], float]]:
     from fabric_loggers import TensorBoardLogger
     from torch.utils.tensorboard import SummaryWriter
 
     def direct() -> float:
         folder = _fresh(root, "tb_direct")
-        start = time.perf_counter()
+        start = clock()
         writer = SummaryWriter(folder)
         for step in range(n):
             writer.add_scalar("loss", step * 0.5, global_step=step)
         writer.close()
-        return time.perf_counter() - start
+        return clock() - start
 
     def logger() -> float:
         folder = _fresh(root, "tb_logger")
-        start = time.perf_counter()
+        start = clock()
         tb = TensorBoardLogger(folder, name=None, version=0, flush_logs_every_n_steps=None)
         tb.set_global_rank(0)  # as Fabric does once the job is set up
         for step in range(n):
             tb.log_metrics({"loss": step * 0.5}, step=step)
         tb.finalize("success")
-        return time.perf_counter() - start
+        return clock() - start
 
     return direct, logger
 
 
-def mlflow_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+def mlflow_pair(root: str, n: int, clock: Callable[[], float]) -> tuple[Callable[[], float], Callable[[], float]]:
     from fabric_loggers import MLflowLogger
     from mlflow import MlflowClient
     from mlflow.entities import Metric
@@ -76,103 +77,103 @@ def mlflow_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], fl
 
     def direct() -> float:
         _, client, experiment_id = fresh_store("mlflow_direct")
-        start = time.perf_counter()
+        start = clock()
         run_id = client.create_run(experiment_id).info.run_id
         for step in range(n):
             metric = Metric(key="loss", value=step * 0.5, timestamp=int(time.time() * 1000), step=step)
             client.log_batch(run_id, metrics=[metric])
         client.set_terminated(run_id, status="FINISHED")
-        return time.perf_counter() - start
+        return clock() - start
 
     def logger() -> float:
         uri, _, _ = fresh_store("mlflow_logger")
-        start = time.perf_counter()
+        start = clock()
         mlflow_logger = MLflowLogger(experiment_name="bench", tracking_uri=uri)
         mlflow_logger.set_global_rank(0)
         for step in range(n):
             mlflow_logger.log_metrics({"loss": step * 0.5}, step=step)
         mlflow_logger.finalize("success")
-        return time.perf_counter() - start
+        return clock() - start
 
     return direct, logger
 
 
-def wandb_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+def wandb_pair(root: str, n: int, clock: Callable[[], float]) -> tuple[Callable[[], float], Callable[[], float]]:
     import wandb
     from fabric_loggers import WandbLogger
 
     def direct() -> float:
         folder = _fresh(root, "wandb_direct")
-        start = time.perf_counter()
+        start = clock()
         run = wandb.init(project="bench", dir=folder, mode="offline", reinit="create_new")
         for step in range(n):
             run.log({"loss": step * 0.5}, step=step)
         run.finish()
-        return time.perf_counter() - start
+        return clock() - start
 
     def logger() -> float:
         folder = _fresh(root, "wandb_logger")
-        start = time.perf_counter()
+        start = clock()
         wandb_logger = WandbLogger(project="bench", save_dir=folder, offline=True)
         wandb_logger.set_global_rank(0)
         for step in range(n):
             wandb_logger.log_metrics({"loss": step * 0.5}, step=step)
         wandb_logger.finalize("success")
-        return time.perf_counter() - start
+        return clock() - start
 
     return direct, logger
 
 
-def comet_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+def comet_pair(root: str, n: int, clock: Callable[[], float]) -> tuple[Callable[[], float], Callable[[], float]]:
     import comet_ml
     from fabric_loggers import CometLogger
     from fabric_loggers.comet_logger import _QUIET
 
     def direct() -> float:
         folder = _fresh(root, "comet_direct")
-        start = time.perf_counter()
+        start = clock()
         experiment = comet_ml.OfflineExperiment(project_name="bench", offline_directory=folder, **_QUIET)
         for step in range(n):
             experiment.log_metrics({"loss": step * 0.5}, step=step)
         experiment.end()
-        return time.perf_counter() - start
+        return clock() - start
 
     def logger() -> float:
         folder = _fresh(root, "comet_logger")
-        start = time.perf_counter()
+        start = clock()
         comet_logger = CometLogger(project_name="bench", offline=True, save_dir=folder)
         comet_logger.set_global_rank(0)
         for step in range(n):
             comet_logger.log_metrics({"loss": step * 0.5}, step=step)
         comet_logger.finalize("success")
-        return time.perf_counter() - start
+        return clock() - start
 
     return direct, logger
 
 
-def dvclive_pair(root: str, n: int) -> tuple[Callable[[], float], Callable[[], float]]:
+def dvclive_pair(root: str, n: int, clock: Callable[[], float]) -> tuple[Callable[[], float], Callable[[], float]]:
     from dvclive import Live
     from fabric_loggers import DVCLiveLogger
 
     def direct() -> float:
         folder = _fresh(root, "dvclive_direct")
-        start = time.perf_counter()
+        start = clock()
         live = Live(folder, save_dvc_exp=False, dvcyaml=None)
         for step in range(n):
             live.step = step
             live.log_metric("loss", step * 0.5)
         live.end()
-        return time.perf_counter() - start
+        return clock() - start
 
     def logger() -> float:
         folder = _fresh(root, "dvclive_logger")
-        start = time.perf_counter()
+        start = clock()
         dvclive_logger = DVCLiveLogger(dir=folder, save_dvc_exp=False, dvcyaml=None)
         dvclive_logger.set_global_rank(0)
         for step in range(n):
             dvclive_logger.log_metrics({"loss": step * 0.5}, step=step)
         dvclive_logger.finalize("success")
-        return time.perf_counter() - start
+        return clock() - start
 
     return direct, logger
 
@@ -191,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scalars", type=int, default=10_000, help="scalars logged per run (default 10,000)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 1,000 scalars (a smoke run)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: this process's CPU time, all threads (less disturbed by other "
+        "processes on a shared machine; a tracker's helper processes, such as W&B's service, are not counted)",
+    )
     parser.add_argument("trackers", nargs="*", help=f"which (default: every installed one): {', '.join(TRACKERS)}")
     args = parser.parse_args(argv)
     n, rounds = (1_000, 2) if args.quick else (args.scalars, args.rounds)
@@ -207,10 +215,12 @@ def main(argv: list[str] | None = None) -> None:
         start_dir = os.getcwd()
         os.chdir(root)  # DVCLive runs `dvc init` in a Git repository it finds from the working directory
         try:
-            rows = [_measure(name, root, n, rounds) for name in args.trackers or TRACKERS]
+            clock = time.process_time if args.clock == "cpu" else time.perf_counter
+            rows = [_measure(name, root, n, rounds, clock) for name in args.trackers or TRACKERS]
         finally:
             os.chdir(start_dir)
-    emit(header(f"Logging {n:,} scalars: fabric-loggers vs the tracker's own API (median of {rounds} rounds)"))
+    title = f"Logging {n:,} scalars: fabric-loggers vs the tracker's own API ({args.clock} clock, median of {rounds} rounds)"
+    emit(header(title))
     emit(
         table(
             ["tracker", "library per scalar", "logger per scalar", "ratio ± spread", "target"], [r for r in rows if r]
@@ -221,14 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def _measure(name: str, root: str, n: int, rounds: int) -> list[str] | None:
+def _measure(name: str, root: str, n: int, rounds: int, clock: Callable[[], float]) -> list[str] | None:
     """One table row: both contenders of ``name`` over ``rounds`` interleaved rounds (None: not installed)."""
     module, make_pair = TRACKERS[name]
     if importlib.util.find_spec(module) is None:
         return None
-    for warm_up in make_pair(root, min(n, 100)):
+    for warm_up in make_pair(root, min(n, 100), clock):
         warm_up()  # imports and the first run's set-up, kept out of the timed rounds
-    direct, logger = make_pair(root, n)
+    direct, logger = make_pair(root, n, clock)
     samples = interleave({"direct": direct, "logger": logger}, rounds)
     ratio = samples.ratio("logger", "direct")
     return [
