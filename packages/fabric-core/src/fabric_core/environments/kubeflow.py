@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from fabric_core.environments.torchelastic import log_ignored_setter
 from fabric_core.plugins.environment import ClusterEnvironment
 
 
@@ -38,8 +39,14 @@ class KubeflowEnvironment(ClusterEnvironment):
     def world_size(self) -> int:
         return int(self.env["WORLD_SIZE"])
 
+    def set_world_size(self, size: int) -> None:
+        log_ignored_setter(self, "world size")
+
     def global_rank(self) -> int:
         return int(self.env["RANK"])
+
+    def set_global_rank(self, rank: int) -> None:
+        log_ignored_setter(self, "global rank")
 
     def local_rank(self) -> int:
         return 0

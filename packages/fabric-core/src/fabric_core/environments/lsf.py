@@ -6,10 +6,12 @@ import os
 import socket
 from collections.abc import Mapping
 
-from fabric_core.environments.torchelastic import _check_counts
+from fabric_core.environments.torchelastic import _check_counts, log_ignored_setter
 from fabric_core.plugins.environment import ClusterEnvironment
 
-_REQUIRED = ("LSB_JOBID", "JSM_NAMESPACE_SIZE", "JSM_NAMESPACE_RANK", "JSM_NAMESPACE_LOCAL_RANK")
+# What ``jsrun`` sets (Lightning's list), plus the host list: the rank file or ``LSB_HOSTS``.
+_REQUIRED = ("LSB_JOBID", "JSM_NAMESPACE_SIZE", "JSM_NAMESPACE_LOCAL_RANK")
+_HOST_LISTS = ("LSB_DJOB_RANKFILE", "LSB_HOSTS")
 
 
 class LSFEnvironment(ClusterEnvironment):
@@ -21,7 +23,27 @@ class LSFEnvironment(ClusterEnvironment):
     @staticmethod
     def detect(env: Mapping[str, str] | None = None) -> bool:
         env = os.environ if env is None else env  # Lightning calls detect() without arguments
-        return all(v in env for v in _REQUIRED)
+        return all(v in env for v in _REQUIRED) and any(v in env for v in _HOST_LISTS)
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._check_job_variables()
+
+    def _check_job_variables(self) -> None:
+        """Fail at construction, in Lightning's words, when the host list or the job id is missing."""
+        if not self.env.get("LSB_HOSTS", "").split():
+            if "LSB_DJOB_RANKFILE" not in self.env:
+                raise ValueError(
+                    "Did not find the environment variable `LSB_DJOB_RANKFILE` (nor `LSB_HOSTS`): run the script "
+                    "with `jsrun` inside an LSF job."
+                )
+            if not self.env["LSB_DJOB_RANKFILE"]:
+                raise ValueError("The environment variable `LSB_DJOB_RANKFILE` is empty: run the script with `jsrun`.")
+        if "MASTER_PORT" not in self.env and not self.env.get("LSB_JOBID", "").isdigit():
+            raise ValueError(
+                "Could not find job id in environment variable LSB_JOBID (needed for the main port); run inside an "
+                "LSF job or set MASTER_PORT."
+            )
 
     @property
     def creates_processes_externally(self) -> bool:
@@ -53,8 +75,14 @@ class LSFEnvironment(ClusterEnvironment):
     def world_size(self) -> int:
         return int(self.env["JSM_NAMESPACE_SIZE"])
 
+    def set_world_size(self, size: int) -> None:
+        log_ignored_setter(self, "world size")
+
     def global_rank(self) -> int:
         return int(self.env["JSM_NAMESPACE_RANK"])
+
+    def set_global_rank(self, rank: int) -> None:
+        log_ignored_setter(self, "global rank")
 
     def local_rank(self) -> int:
         return int(self.env["JSM_NAMESPACE_LOCAL_RANK"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from fabric_core.environments.torchelastic import _check_counts
+from fabric_core.environments.torchelastic import _check_counts, log_ignored_setter
 from fabric_core.plugins.environment import ClusterEnvironment
 
 # (world size, rank, local rank, local size) variables of each MPI implementation
@@ -76,8 +76,14 @@ class MPIEnvironment(ClusterEnvironment):
     def world_size(self) -> int:
         return int(self.env[self._vars()[0]])
 
+    def set_world_size(self, size: int) -> None:
+        log_ignored_setter(self, "world size")
+
     def global_rank(self) -> int:
         return int(self.env[self._vars()[1]])
+
+    def set_global_rank(self, rank: int) -> None:
+        log_ignored_setter(self, "global rank")
 
     def local_rank(self) -> int:
         return int(self.env.get(self._vars()[2], 0))

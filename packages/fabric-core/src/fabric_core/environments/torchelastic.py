@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
 from fabric_core.plugins.environment import ClusterEnvironment
+
+log = logging.getLogger(__name__)
+
+# Lightning's port when ``MASTER_PORT`` is not set (torchrun always sets it; a hand-made setup may not).
+DEFAULT_MAIN_PORT = 12910
 
 _REQUIRED = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "WORLD_SIZE")
 
@@ -31,16 +37,22 @@ class TorchElasticEnvironment(ClusterEnvironment):
 
     @property
     def main_port(self) -> int:
-        return int(self.env.get("MASTER_PORT", 0))
+        return int(self.env.get("MASTER_PORT", DEFAULT_MAIN_PORT))
 
     def world_size(self) -> int:
-        return int(self.env.get("WORLD_SIZE", 1))
+        return int(self.env["WORLD_SIZE"])  # KeyError, as in Lightning: torchrun always sets it
+
+    def set_world_size(self, size: int) -> None:
+        log_ignored_setter(self, "world size")
 
     def global_rank(self) -> int:
-        return int(self.env.get("RANK", 0))
+        return int(self.env["RANK"])
+
+    def set_global_rank(self, rank: int) -> None:
+        log_ignored_setter(self, "global rank")
 
     def local_rank(self) -> int:
-        return int(self.env.get("LOCAL_RANK", 0))
+        return int(self.env["LOCAL_RANK"])
 
     def node_rank(self) -> int:
         return int(self.env.get("GROUP_RANK", 0))
@@ -52,12 +64,19 @@ class TorchElasticEnvironment(ClusterEnvironment):
         _check_counts(self.name, self.world_size(), num_devices, num_nodes)
 
 
+def log_ignored_setter(environment: ClusterEnvironment, what: str) -> None:
+    """Say (at DEBUG, in Lightning's words) that the scheduler's value wins over the one Fabric computed."""
+    name = type(environment).__name__
+    setter = "set_" + what.replace(" ", "_")
+    log.debug(f"{name}.{setter} was called, but setting {what} is not allowed. Ignored.")
+
+
 def _check_counts(name: str, world_size: int, num_devices: int, num_nodes: int) -> None:
     from fabric_core.errors import MisconfigurationError
 
     if num_devices * num_nodes != world_size:
         raise MisconfigurationError(
-            f"The job was started by {name} with {world_size} processes, but Fabric was given devices={num_devices} "
-            f"and num_nodes={num_nodes} ({num_devices * num_nodes} processes). Leave devices/num_nodes at their "
-            "defaults to take them from the launcher, or make them agree."
+            f"You set `devices={num_devices}` and `num_nodes={num_nodes}`, but the product ({num_devices} * "
+            f"{num_nodes}) does not match the world size ({world_size}) of the job {name} started. Leave "
+            "devices/num_nodes at their defaults to take them from the launcher, or make them agree."
         )
