@@ -8,8 +8,6 @@ from collections.abc import Mapping
 
 from fabric_core.plugins.environment import ClusterEnvironment
 
-log = logging.getLogger(__name__)
-
 # Lightning's port when ``MASTER_PORT`` is not set (torchrun always sets it; a hand-made setup may not).
 DEFAULT_MAIN_PORT = 12910
 
@@ -68,7 +66,9 @@ def log_ignored_setter(environment: ClusterEnvironment, what: str) -> None:
     """Say (at DEBUG, in Lightning's words) that the scheduler's value wins over the one Fabric computed."""
     name = type(environment).__name__
     setter = "set_" + what.replace(" ", "_")
-    log.debug(f"{name}.{setter} was called, but setting {what} is not allowed. Ignored.")
+    logging.getLogger(type(environment).__module__).debug(
+        f"{name}.{setter} was called, but setting {what} is not allowed. Ignored."
+    )
 
 
 def _check_counts(name: str, world_size: int, num_devices: int, num_nodes: int) -> None:
