@@ -360,7 +360,15 @@ def tpu(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against raw PyTorch (and Lightning Fabric / Accelerate with FABRIC_BENCH_PEERS=1)."""
     peers = ("lightning-fabric", "accelerate") if os.environ.get("FABRIC_BENCH_PEERS") == "1" else ()
-    _install(session, extra=("numpy", *peers))
+    # fabric-cuda: the GPU rows (16-mixed with GradScaler in bench_calls, bench_step_gpu) where CUDA exists,
+    # with a CUDA build of torch from FABRIC_CUDA_TORCH as in the cuda session. FABRIC_BENCH_DEEPSPEED=1: the
+    # DeepSpeed row of bench_calls (real DeepSpeed on its CPU accelerator).
+    deepspeed = os.environ.get("FABRIC_BENCH_DEEPSPEED") == "1"
+    backends = ("fabric-cuda", *(("fabric-deepspeed",) if deepspeed else ()))
+    _install(session, *backends, extra=("numpy", *peers), torch=(os.environ.get("FABRIC_CUDA_TORCH", TORCH),))
+    if deepspeed:
+        session.env.setdefault("DS_ACCELERATOR", "cpu")
+        session.env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(nox.options.envdir) / "torch_extensions"))
     session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 
