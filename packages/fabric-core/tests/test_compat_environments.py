@@ -189,3 +189,22 @@ def test_scheduler_ranks_win_over_setters_and_say_so(environment, caplog):
 def test_kubeflow_is_never_auto_detected():
     """Deliberate: detect() answers False (Lightning raises NotImplementedError); Fabric asks every environment."""
     assert KubeflowEnvironment.detect({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "a", "MASTER_PORT": "1"}) is False
+
+
+def test_lightning_submodule_paths_name_the_same_classes():
+    from fabric_core.plugins.environments.cluster_environment import ClusterEnvironment
+    from fabric_core.plugins.environments.kubeflow import KubeflowEnvironment as Kubeflow
+    from fabric_core.plugins.environments.lightning import LightningEnvironment
+    from fabric_core.plugins.environments.lsf import LSFEnvironment as LSF
+    from fabric_core.plugins.environments.mpi import MPIEnvironment as MPI
+    from fabric_core.plugins.environments.slurm import SLURMEnvironment as SLURM
+    from fabric_core.plugins.environments.torchelastic import TorchElasticEnvironment as TorchElastic
+
+    assert (SLURM, LSF, MPI, Kubeflow, TorchElastic) == (
+        SLURMEnvironment,
+        LSFEnvironment,
+        MPIEnvironment,
+        KubeflowEnvironment,
+        TorchElasticEnvironment,
+    )
+    assert LightningEnvironment.__name__ == "LocalEnvironment" and issubclass(LightningEnvironment, ClusterEnvironment)

@@ -3,7 +3,9 @@
 Core's environments live in ``fabric_core.environments``; this module only names them where a script
 ported by swapping ``lightning.fabric`` for ``fabric_core`` looks for them. ``LightningEnvironment`` is
 core's ``LocalEnvironment`` (processes started by Fabric itself); backend environments (``XLAEnvironment``)
-come from the installed packages' entry points. Each name is imported on first use.
+come from the installed packages' entry points. Each name is imported on first use. Lightning's
+submodule paths (``...environments.slurm``, ``.lightning``, ``.cluster_environment`` and the others) name
+the same classes.
 """
 
 from __future__ import annotations
