@@ -76,7 +76,7 @@ def _check_counts(name: str, world_size: int, num_devices: int, num_nodes: int) 
 
     if num_devices * num_nodes != world_size:
         raise MisconfigurationError(
-            f"You set `devices={num_devices}` and `num_nodes={num_nodes}`, but the product ({num_devices} * "
-            f"{num_nodes}) does not match the world size ({world_size}) of the job {name} started. Leave "
-            "devices/num_nodes at their defaults to take them from the launcher, or make them agree."
+            f"The job was started by {name} with {world_size} processes, but you set `devices={num_devices}` and "
+            f"`num_nodes={num_nodes}`: the product ({num_devices} * {num_nodes}) does not match the world size "
+            f"({world_size}). Leave devices/num_nodes at their defaults to take them from the launcher, or make them agree."
         )
