@@ -77,6 +77,20 @@ def _pip_install(session: nox.Session, *args: str, reinstall: tuple[str, ...] = 
     session.install(*flags, *args, env=variables)
 
 
+def _uv_binary() -> str | None:
+    """uv installed beside nox (`pip install nox uv`) or on PATH; None without it."""
+    import shutil
+
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        return shutil.which("uv")
+    try:
+        return find_uv_bin()
+    except FileNotFoundError:
+        return shutil.which("uv")
+
+
 def _installed_torch(venv: Path) -> str:
     """The torch version installed in ``venv`` and whether it is a CUDA build (read from its metadata)."""
     versions = [
@@ -229,18 +243,31 @@ def dev(session: nox.Session) -> None:
     target = Path(session.posargs[0] if session.posargs else os.environ.get("FABRIC_DEV_VENV", ROOT / ".venv"))
     target = target.resolve()
     python = target / "bin" / "python"
+    uv = _uv_binary()
     if not python.exists():
         session.log(
-            f"creating {target} (torch {TORCH.split('==')[1]} CPU build and the test tools: about 1 GB, 3-8 minutes)"
+            f"creating {target} (torch {TORCH.split('==')[1]} CPU build and the test tools: about 1 GB, "
+            + ("under a minute with uv)" if uv else "3-8 minutes; `pip install uv` makes it under a minute)")
         )
-        session.run(sys.executable, "-m", "venv", str(target), external=True)
-    pip = (str(python), "-m", "pip", "install", "--quiet")
-    session.run(*pip, TORCH, *TEST_TOOLS, "numpy", "fsspec", "scikit-learn", "tqdm", "ruff>=0.6", external=True)
+        if uv:
+            session.run(uv, "venv", "--quiet", "--python", sys.executable, str(target), external=True)
+        else:
+            session.run(sys.executable, "-m", "venv", str(target), external=True)
+    variables: dict[str, str] = {}
+    if uv:
+        flags, variables = _uv_pip_options()
+        pip = (uv, "pip", "install", "--quiet", "--python", str(python), *flags)
+    else:
+        pip = (str(python), "-m", "pip", "install", "--quiet")
+    # pip itself too: a venv made by uv has none, and `.venv/bin/pip install ...` is how extra tools go in.
+    tools = ("pip", TORCH, *TEST_TOOLS, "numpy", "fsspec", "scikit-learn", "tqdm", "ruff>=0.6")
+    session.run(*pip, *tools, external=True, env=variables)
     constraint = target / "torch-pin.txt"
     constraint.write_text(TORCH + "\n")
     packages = ("fabric-core", "fabric-cuda", "fabric-deepspeed", "fabric-loggers")  # fabric-xla needs torch 2.9
     editable = [arg for name in packages for arg in ("-e", _pkg(name))]
-    session.run(*pip, "-c", str(constraint), *editable, external=True)
+    reinstall = [arg for name in packages for arg in ("--reinstall-package", name)] if uv else []
+    session.run(*pip, *reinstall, "-c", str(constraint), *editable, external=True, env=variables)
     session.run(str(target / "bin" / "fabric"), "--help", external=True, silent=True)
     session.log(
         f"ready: `source {target}/bin/activate`, then `fabric run --devices 2 examples/digits.py` "
