@@ -138,7 +138,9 @@ def _install(
         session.log(
             f"first run of {session.name!r}: installing {', '.join(torch)} and the test tools into {venv} "
             + (
-                "(seconds once torch is in uv's cache; the first environment unpacks it, about 30 s). Later runs reuse it."
+                "(torch 2.9 is PyPI's CUDA build: about 3 GB of downloads the first time, 2 minutes here). Later runs reuse it."
+                if torch == XLA_TORCH
+                else "(seconds once torch is in uv's cache; the first environment unpacks it, about 20 s). Later runs reuse it."
                 if session.venv_backend == "uv"
                 else "(about 1 GB: under a minute from a local torch wheel, 5-10 minutes when pip downloads torch; "
                 "`pip install uv` makes this seconds). Later runs reuse it."
