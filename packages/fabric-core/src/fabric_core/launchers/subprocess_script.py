@@ -112,7 +112,12 @@ class SubprocessScriptLauncher(Launcher):
         address, port = env.main_address, env.main_port
         from fabric_core.launchers.forked_workers import fork_refusal, fork_workers
 
-        forking = num_local > 1 and fork_refusal() is None  # else fresh interpreters (see forked_workers)
+        refusal = fork_refusal() if num_local > 1 else "one process"
+        forking = refusal is None  # else fresh interpreters (see forked_workers)
+        if num_local > 1 and refusal is not None:
+            import logging
+
+            logging.getLogger(__name__).debug("The other ranks start in new interpreters: %s.", refusal)
         if strategy.node_rank == 0 and port == 0 and not forking:
             # Bind the rendezvous store now on a free port and hand it over: no race for ports.
             store = dist.TCPStore(
