@@ -18,6 +18,12 @@ from mlflow import MlflowClient  # noqa: E402
 pytestmark = [pytest.mark.trackers, pytest.mark.timeout(900)]
 
 
+@pytest.fixture(autouse=True)
+def _own_working_directory(monkeypatch, tmp_path):
+    """MLflow puts a new experiment's artifacts under ./mlruns when the store has no artifact root: not in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def tracking_uri(tmp_path_factory) -> str:
     """One sqlite store for the module: creating MLflow's tables takes seconds."""
@@ -152,3 +158,20 @@ def test_by_name_through_the_entry_point(tracking_uri, monkeypatch):
     fabric.log("x", 1.5)
     fabric.logger.finalize("success")
     assert _history(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]), fabric.logger.run_id, "x") == [(0, 1.5)]
+
+
+def test_asynchronous_logging_is_waited_for_and_opens_no_default_store(tracking_uri, tmp_path):
+    logger = MLflowLogger(experiment_name="async", tracking_uri=tracking_uri, synchronous=False)
+    logger.log_hyperparams({"lr": 0.1})
+    for step in range(300):  # more than the logger keeps queued before it waits
+        logger.log_metrics({"loss": step * 0.5})
+    logger.save()
+    client = MlflowClient(tracking_uri)
+    assert len(client.get_metric_history(logger.run_id, "loss")) == 300
+    logger.log_metrics({"loss": -1.0})
+    logger.finalize("success")
+    assert _history(client, logger.run_id, "loss")[-1] == (300, -1.0)
+    assert client.get_run(logger.run_id).data.params == {"lr": "0.1"}
+    assert client.get_run(logger.run_id).info.status == "FINISHED"
+    # waiting went through this logger's own requests, not mlflow.flush_async_logging()'s default store
+    assert not (tmp_path / "mlflow.db").exists()

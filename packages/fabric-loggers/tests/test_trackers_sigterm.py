@@ -119,8 +119,9 @@ def test_a_handler_installed_later_by_the_user_still_runs_and_the_run_is_failed(
     assert _status_and_history(kind, str(tmp_path), run_id)[0] == _FAILED[kind]
 
 
-def test_finalize_gives_the_previous_sigterm_handler_back(tmp_path):
+def test_finalize_gives_the_previous_sigterm_handler_back(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # nothing MLflow writes by default lands in the checkout
     from fabric_loggers import MLflowLogger
 
     before = signal.getsignal(signal.SIGTERM)

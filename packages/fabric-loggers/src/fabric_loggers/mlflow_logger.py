@@ -16,6 +16,7 @@ from fabric_loggers._tracker import TrackerLogger
 
 _STATUSES = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 _MAX_PARAM_LENGTH = 6000  # MLflow refuses longer parameter values
+_MAX_QUEUED = 256  # asynchronous requests kept waiting before the logger waits for them (bounds memory)
 
 
 def default_tracking_uri(save_dir: str) -> str:
@@ -68,6 +69,7 @@ class MLflowLogger(TrackerLogger):
         self._synchronous = synchronous
         self._experiment_id: str | None = None
         self._client: Any = None
+        self._queued: list[Any] = []  # MLflow's RunOperations of asynchronous requests not yet waited for
 
     # ----------------------------------------------------------------- names
     @property
@@ -129,14 +131,31 @@ class MLflowLogger(TrackerLogger):
 
         now = int(time.time() * 1000)
         batch = [Metric(key=name, value=float(value), timestamp=now, step=step) for name, value in metrics.items()]
-        self._client.log_batch(self._run_id, metrics=batch, synchronous=self._synchronous)
+        self._queue(self._client.log_batch(self._run_id, metrics=batch, synchronous=self._synchronous))
 
     def _write_params(self, params: Mapping[str, bool | int | float | str]) -> None:
         from mlflow.entities import Param
 
         batch = [Param(name, str(value)[:_MAX_PARAM_LENGTH]) for name, value in params.items()]
         for start in range(0, len(batch), 100):  # MLflow takes at most 100 parameters per request
-            self._client.log_batch(self._run_id, params=batch[start : start + 100], synchronous=self._synchronous)
+            operation = self._client.log_batch(
+                self._run_id, params=batch[start : start + 100], synchronous=self._synchronous
+            )
+            self._queue(operation)
+
+    def _queue(self, operation: Any) -> None:
+        """Keep an asynchronous request's handle (``None`` for a synchronous one) to wait for it later."""
+        if operation is not None:
+            self._queued.append(operation)
+            if len(self._queued) >= _MAX_QUEUED:
+                self._wait_queued()
+
+    def _wait_queued(self) -> None:
+        """Wait for this logger's own asynchronous requests (``mlflow.flush_async_logging()`` would open the
+        process-wide default store, a ``mlflow.db`` in the working directory, when none was set)."""
+        queued, self._queued = self._queued, []
+        for operation in queued:
+            operation.wait()
 
     def _write_artifact(self, path: str, name: str | None) -> None:
         if os.path.isdir(path):
@@ -146,18 +165,13 @@ class MLflowLogger(TrackerLogger):
             self._client.log_artifact(self._run_id, path, artifact_path=name)
 
     def _end(self, status: str) -> None:
-        if self._synchronous is False or self._synchronous is None:
-            flush = getattr(require("mlflow", "mlflow"), "flush_async_logging", None)
-            if callable(flush):
-                flush()
+        self._wait_queued()
         self._client.set_terminated(self._run_id, status=_STATUSES.get(status.lower(), status.upper()))
 
     def save(self) -> None:
         """Wait until MLflow has sent every queued request (asynchronous logging)."""
         if self.is_writer and self._started:
-            flush = getattr(require("mlflow", "mlflow"), "flush_async_logging", None)
-            if callable(flush):
-                flush()
+            self._wait_queued()
 
     def log_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on the run (rank 0 only)."""
