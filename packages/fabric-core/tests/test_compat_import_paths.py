@@ -119,9 +119,10 @@ def test_each_module_imports_first_in_a_fresh_interpreter(first):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_environment_detect_reads_the_process_environment_when_called_without_arguments(monkeypatch):
+def test_environment_detect_reads_the_process_environment_when_called_without_arguments(monkeypatch, tmp_path):
     from fabric_core.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `srun` on PATH: its not-used hint is tested elsewhere
     for name in ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     assert not SLURMEnvironment.detect()
@@ -137,9 +138,10 @@ def test_environment_detect_reads_the_process_environment_when_called_without_ar
     ("nodelist", "first"),
     [("alpha beta gamma", "alpha"), ("alpha, host[5-9], gamma", "alpha"), ("1.2.3.[089, 100-110]", "1.2.3.089")],
 )
-def test_slurm_main_address_from_space_or_comma_separated_node_lists(monkeypatch, nodelist, first):
+def test_slurm_main_address_from_space_or_comma_separated_node_lists(monkeypatch, tmp_path, nodelist, first):
     from fabric_core.environments.slurm import SLURMEnvironment, expand_nodelist
 
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `srun` on PATH: its not-used hint is tested elsewhere
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
     monkeypatch.setenv("SLURM_NODELIST", nodelist)
