@@ -169,7 +169,7 @@ def _pytest(session: nox.Session, *paths: str, markers: str | None = None) -> No
 @nox.session
 def core(session: nox.Session) -> None:
     """fabric-core unit tests in one process: API, plan resolution, wrappers, checkpoint IO (CPU)."""
-    _install(session, extra=("numpy", "fsspec", *S3_TEST_TOOLS))
+    _install(session, extra=("numpy", "fsspec", "tqdm", *S3_TEST_TOOLS))
     _pytest(
         session, "packages/fabric-core/tests", "--ignore=packages/fabric-core/tests/faults", markers="not multiprocess"
     )

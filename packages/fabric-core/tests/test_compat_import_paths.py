@@ -43,15 +43,6 @@ def test_checkpoint_io_and_precisions_at_lightnings_plugin_paths():
         io.NoSuchIO
 
 
-def test_a_backend_precision_resolves_through_the_installed_package():
-    pytest.importorskip("fabric_deepspeed")
-    from fabric_core.plugins import DeepSpeedPrecision
-    from fabric_core.plugins.precision import DeepSpeedPrecision as FromPrecision
-    from fabric_deepspeed import DeepSpeedPrecision as Real
-
-    assert DeepSpeedPrecision is Real and FromPrecision is Real
-
-
 def test_data_helpers():
     from fabric_core.utilities.data import has_iterable_dataset, has_len, pl_worker_init_function, sized_len
     from fabric_core.utilities.seed import pl_worker_init_function as from_seed

@@ -28,22 +28,6 @@ def test_fsdp_cpu_offload_string():
     assert plan.strategy.name == "fsdp_cpu_offload"
 
 
-@pytest.mark.parametrize("name", ["deepspeed_stage_1_offload", "deepspeed_stage_3_offload_nvme"])
-def test_deepspeed_offload_names(name):
-    pytest.importorskip("fabric_deepspeed", reason="fabric-deepspeed provides the deepspeed strategies")
-    pytest.importorskip("deepspeed", reason="the deepspeed library is needed to build the strategy")
-    plan = resolve_plan(accelerator="cpu", strategy=name, devices=2, env={})
-    zero = plan.strategy.config["zero_optimization"]
-    if name == "deepspeed_stage_1_offload":
-        assert zero["stage"] == 1
-        assert zero["offload_optimizer"]["device"] == "cpu"
-    else:
-        assert zero["stage"] == 3
-        assert zero["offload_optimizer"]["device"] == "nvme"
-        assert zero["offload_param"]["device"] == "nvme"
-        assert zero["offload_param"]["nvme_path"] == "/local_nvme"
-
-
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
