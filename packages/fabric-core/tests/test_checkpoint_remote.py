@@ -240,7 +240,13 @@ def _load_latest(mode: str, url: str, options: dict[str, Any], scratch: Path) ->
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("mode", ["file", "async", "sharded", "sharded_async"])
 def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode):
-    """At least 20 writers are SIGKILLed in the middle of a save; each time the newest complete save loads."""
+    """Writers are SIGKILLed in the middle of a save; each time the newest complete save loads.
+
+    Each kill starts a fresh writer (torch, s3fs, for sharded modes a process group): about 10-25 s. The default
+    run kills 6 per mode, 24 over the four modes; ``FABRIC_UPLOAD_KILLS=20`` asks for 20 per mode (the figures on
+    docs/pages/checkpoints.md were measured that way).
+    """
+    wanted = int(os.environ.get("FABRIC_UPLOAD_KILLS", "6"))
     url = f"s3://{BUCKET}/kill-{mode}/ck"
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(WRITER))
@@ -248,9 +254,9 @@ def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode
     rng = random.Random(17)
     fs = _fs(s3)
     mid_save_kills, step, attempts = 0, 0, 0
-    while mid_save_kills < 20:
+    while mid_save_kills < wanted:
         attempts += 1
-        assert attempts <= 40, f"only {mid_save_kills} of {attempts} kills landed inside a save"
+        assert attempts <= 2 * wanted, f"only {mid_save_kills} of {attempts} kills landed inside a save"
         errors = tmp_path / f"writer-{attempts}.err"
         proc = subprocess.Popen(
             [sys.executable, str(script), mode, url, json.dumps(s3), str(step)],
