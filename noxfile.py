@@ -160,7 +160,8 @@ def _install(
 
 
 def _pytest(session: nox.Session, *paths: str, markers: str | None = None) -> None:
-    args = ["-p", "no:cacheprovider", "-q", "-rxs", *paths]  # -rxs: the reasons of skips and xfails
+    # -rxs: the reasons of skips and xfails; --durations: the slowest tests, where a session's time goes
+    args = ["-p", "no:cacheprovider", "-q", "-rxs", "--durations=8", *paths]
     if markers:
         args += ["-m", markers]
     session.run("python", "-m", "pytest", *args, *session.posargs, env={"PYTHONHASHSEED": "0"})
