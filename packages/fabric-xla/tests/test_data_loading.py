@@ -16,13 +16,6 @@ from xla_helpers import requires_xla
 pytestmark = requires_xla()
 
 
-@pytest.fixture
-def fabric():
-    fabric = Fabric(accelerator="tpu", devices=1)
-    fabric.launch()
-    return fabric
-
-
 def _executions() -> int:
     import torch_xla.debug.metrics as met
 

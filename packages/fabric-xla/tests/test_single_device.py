@@ -17,13 +17,6 @@ from xla_helpers import (
 pytestmark = requires_xla()
 
 
-@pytest.fixture
-def fabric():
-    fabric = Fabric(accelerator="tpu", devices=1)
-    fabric.launch()
-    return fabric
-
-
 def test_training_matches_plain_torch_on_cpu(fabric):
     assert fabric.strategy.name == "single_xla"
     losses, model, _, _ = train_fabric(fabric)
