@@ -7,13 +7,17 @@ most 5% over calling the library directly). Trackers that are not installed are 
 run offline, MLflow on a local sqlite store (one request per call: ~10-50 ms each here, so 10,000 scalars
 take minutes per run; ``--rounds`` is per tracker), DVCLive in a scratch folder outside any Git repository.
 ``--clock cpu`` times this process's CPU time instead of elapsed time, which other processes on a shared
-machine disturb less. The loggers are told their rank (``set_global_rank(0)``) as ``Fabric(loggers=...)`` does once the job is
+machine disturb less. As ``timeit`` does for its loops, a full garbage collection runs (untimed) before each run:
+the benchmark's own heap (torch and every tracker imported) makes a generation-2 collection cost ~0.3 s, and
+without it that pause lands in whichever run crosses the collector's threshold (seen: +40% on one DVCLive
+run of 0.75 s). The loggers are told their rank (``set_global_rank(0)``) as ``Fabric(loggers=...)`` does once the job is
 set up.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import os
 import shutil
@@ -231,6 +235,16 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
+def _collected_first(run: Callable[[], float]) -> Callable[[], float]:
+    """``run`` after an untimed full garbage collection (see the module docstring)."""
+
+    def collected() -> float:
+        gc.collect()
+        return run()
+
+    return collected
+
+
 def _measure(name: str, root: str, n: int, rounds: int, clock: Callable[[], float]) -> list[str] | None:
     """One table row: both contenders of ``name`` over ``rounds`` interleaved rounds (None: not installed)."""
     module, make_pair = TRACKERS[name]
@@ -239,7 +253,7 @@ def _measure(name: str, root: str, n: int, rounds: int, clock: Callable[[], floa
     for warm_up in make_pair(root, min(n, 100), clock):
         warm_up()  # imports and the first run's set-up, kept out of the timed rounds
     direct, logger = make_pair(root, n, clock)
-    samples = interleave({"direct": direct, "logger": logger}, rounds)
+    samples = interleave({"direct": _collected_first(direct), "logger": _collected_first(logger)}, rounds)
     ratio = samples.ratio("logger", "direct")
     return [
         name,
