@@ -191,13 +191,13 @@ def flush_calls(monkeypatch):
     from fabric_loggers import tensorboard as module
 
     calls: list[int] = []
-    original = module._TensorBoardSink.flush
+    original = module._TensorBoardSink._flush
 
     def counting(self):
         calls.append(1)
         original(self)
 
-    monkeypatch.setattr(module._TensorBoardSink, "flush", counting)
+    monkeypatch.setattr(module._TensorBoardSink, "_flush", counting)
     return calls
 
 

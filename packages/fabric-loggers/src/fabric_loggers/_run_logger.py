@@ -4,33 +4,76 @@ The object that owns open files (a "sink") is created on rank 0's first write, n
 the logger may be built in a process that is not part of the job, pickled into spawned workers, or
 inherited through ``fork``. The sink is dropped when pickling and re-created when the process id
 changes, so no worker ever touches a file handle or writer thread it did not open.
+
+Everything logged reaches the files when the run is finalized, when the interpreter exits, and when
+SIGTERM arrives (how launchers stop the surviving ranks of a job; the same handler as the tracker
+loggers', see ``_sigterm``: the sink flushes, then the process dies by SIGTERM as it would have).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from fabric_core.plugins.logger import Logger, NoOpExperiment
 
 from fabric_loggers import _rank, _remote, _versions
 from fabric_loggers._flush import FlushSchedule
 from fabric_loggers._metrics import check_step, prepare_metrics
+from fabric_loggers._sigterm import DefersSigterm
 
 
-class Sink(Protocol):
-    """The open files of one run in one process."""
+class Sink(DefersSigterm, ABC):
+    """The open files of one run in one process; what it holds reaches disk on SIGTERM too.
 
-    pid: int
+    Every write and flush is a library call in ``_sigterm``'s sense: a SIGTERM arriving half-way waits
+    until it returns, so the flush it triggers never sees a half-added row or a writer lock held by the
+    interrupted call, and never writes a row twice.
+    """
 
-    def write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None: ...
+    def __init__(self) -> None:
+        self.pid = os.getpid()
 
-    def flush(self) -> None: ...
+    @abstractmethod
+    def _write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None: ...
 
-    def close(self, status: str | None) -> None: ...
+    @abstractmethod
+    def _flush(self) -> None: ...
+
+    @abstractmethod
+    def _close(self, status: str | None) -> None: ...
+
+    def write_metrics(self, metrics: Mapping[str, int | float], step: int, flush: bool = False) -> None:
+        """Add one step's metrics, then flush if ``flush`` (the logger's hot path: no context manager)."""
+        outer = self._in_library
+        self._in_library = True
+        try:
+            self._write_metrics(metrics, step)
+            if flush:
+                self._flush()
+        finally:
+            self._in_library = outer
+            hook = self._sigterm
+            if not outer and hook is not None and hook.pending is not None:
+                hook.deliver_pending()
+
+    def flush(self) -> None:
+        with self._library_call():
+            self._flush()
+
+    def close(self, status: str | None) -> None:
+        """Flush and close the files; SIGTERM is no longer this sink's business."""
+        with self._ending():
+            self._close(status)
+
+    def end_terminated(self) -> None:
+        """SIGTERM arrived (not during a write): push what is buffered to disk before the process dies."""
+        if self.pid == os.getpid():  # a forked child inherits the handler, not the files
+            self._flush()
 
 
 def _close_at_exit(sink: Sink) -> None:
@@ -125,9 +168,10 @@ class RunLogger(_rank.RankZeroOnly, Logger):
         sink = self._sink  # the hot path of _open_sink: this process's sink, already open
         if sink is None or sink.pid != os.getpid():
             sink = self._open_sink()
-        sink.write_metrics(prepared, step)
-        if self._schedule.record(step):
-            self.save()
+        due = self._schedule.record(step)
+        sink.write_metrics(prepared, step, flush=due)
+        if due:
+            self._schedule.flushed()
 
     def save(self) -> None:
         """Push everything logged so far to disk."""
@@ -144,6 +188,7 @@ class RunLogger(_rank.RankZeroOnly, Logger):
         self._sink = None
         if self._exit_hook is not None:
             self._exit_hook.detach()
+            atexit.unregister(self._exit_hook)
             self._exit_hook = None
         self._schedule.flushed()
 
@@ -176,7 +221,13 @@ class RunLogger(_rank.RankZeroOnly, Logger):
                 os.makedirs(log_dir, exist_ok=True)
             sink = self._create_sink(log_dir)
             self._sink = sink
+            # Closed when the logger is collected, and at exit by a hook of its own: registered now, after
+            # ``fabric.launch()``, it runs before the launcher's exit hook, which may end the process with
+            # ``os._exit`` when another rank failed (weakref.finalize's shared exit hook may be older). A
+            # finalize object runs once, whichever calls it first.
             self._exit_hook = weakref.finalize(self, _close_at_exit, sink)
+            atexit.register(self._exit_hook)
+            sink._watch_sigterm()
         return sink
 
     # ---------------------------------------------------------------- pickling

@@ -1,22 +1,26 @@
-"""SIGTERM ends an open tracker run as failed, then the process ends as SIGTERM would have ended it.
+"""SIGTERM ends an open run (a tracker run as failed; the file loggers flush), then the process ends as
+SIGTERM would have ended it.
 
 Launchers stop the surviving ranks of a job with SIGTERM when one rank dies (``torch.multiprocessing``'s
 spawn, torchrun, fabric's own launchers, SLURM at the time limit). Python's default for SIGTERM ends the
-process at once, without ``atexit`` hooks, which would leave the run "running" forever. Each logger with
-an open run puts one ``EndOnSigterm`` in front of the handler that was there before and hands the signal
-on to it afterwards (the default: the process dies by SIGTERM, so launchers see the usual exit status).
+process at once, without ``atexit`` hooks, which would leave a tracker run "running" forever and lose what
+a file logger buffered. Each open run (a tracker logger's run, a file logger's open files) puts one
+``EndOnSigterm`` in front of the handler that was there before and hands the signal on to it afterwards
+(the default: the process dies by SIGTERM, so launchers see the usual exit status).
 
-A signal that arrives while the logger is inside its tracker library (half-way through a request) waits
-until that call returns, so the run is ended through a client in a consistent state.
+A signal that arrives while the owner is inside a library call or a write (half-way through a request, a
+row, an event) waits until that call returns (``DefersSigterm``), so the run is ended from a consistent
+state: no half-written file, no lock of the writer held by the interrupted call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
@@ -95,3 +99,49 @@ class EndOnSigterm:
         elif previous == signal.SIG_DFL:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)  # die by the signal, as without this handler
+
+
+class DefersSigterm:
+    """Mixin of an ``Owner``: the hook it installs, and the calls during which a SIGTERM waits for their end."""
+
+    _sigterm: EndOnSigterm | None = None
+    _in_library: bool = False  # inside a library call or a write: a SIGTERM waits until it returns
+
+    @property
+    def in_library_call(self) -> bool:
+        return self._in_library
+
+    def end_terminated(self) -> None:
+        """SIGTERM arrived, outside any library call: end the run (each owner says how)."""
+        raise NotImplementedError
+
+    def _watch_sigterm(self) -> None:
+        """Act on SIGTERM from now on (``end_terminated``), until ``_ending`` (main thread only, see ``install``)."""
+        self._sigterm = EndOnSigterm.install(self)
+
+    @contextlib.contextmanager
+    def _library_call(self) -> Iterator[None]:
+        """Mark a call that a SIGTERM must not interrupt half-way; the signal is acted on when it returns."""
+        outer = self._in_library
+        self._in_library = True
+        try:
+            yield
+        finally:
+            self._in_library = outer
+            hook = self._sigterm
+            if not outer and hook is not None and hook.pending is not None:
+                hook.deliver_pending()
+
+    @contextlib.contextmanager
+    def _ending(self) -> Iterator[None]:
+        """The run ends inside this block: a SIGTERM meanwhile waits, then (the hook removed) is handed on."""
+        hook, self._sigterm = self._sigterm, None  # first: a SIGTERM now must not end the run a second time
+        outer = self._in_library
+        self._in_library = True
+        try:
+            yield
+        finally:
+            self._in_library = outer
+            if hook is not None:
+                hook.remove()
+                hook.deliver_pending()

@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import os
 import weakref
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from fabric_core.plugins.logger import Logger, NoOpExperiment
@@ -25,7 +24,7 @@ from fabric_core.plugins.logger import Logger, NoOpExperiment
 from fabric_loggers import _rank
 from fabric_loggers._metrics import check_step, prepare_metrics
 from fabric_loggers._params import flatten, params_to_dict, tensorboard_value
-from fabric_loggers._sigterm import EndOnSigterm
+from fabric_loggers._sigterm import DefersSigterm
 
 _FAILED = "failed"
 
@@ -37,7 +36,7 @@ def _end_at_exit(logger_ref: weakref.ref, pid: int) -> None:
         logger._finish(_FAILED)
 
 
-class TrackerLogger(_rank.RankZeroOnly, Logger):
+class TrackerLogger(DefersSigterm, _rank.RankZeroOnly, Logger):
     """A logger that sends one run to an experiment tracker from global rank 0."""
 
     #: the separator nested hyperparameter names are joined with
@@ -55,8 +54,6 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         self._started = False
         self._pid: int | None = None
         self._exit_hook: Any = None
-        self._sigterm: EndOnSigterm | None = None
-        self._in_library = False  # inside a call into the tracker library: a SIGTERM waits until it returns
 
     @property
     def prefix(self) -> str:
@@ -81,23 +78,7 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
         # Registered after the tracker library's own exit hooks, so it runs before them (atexit is LIFO).
         self._exit_hook = functools.partial(_end_at_exit, weakref.ref(self), self._pid)
         atexit.register(self._exit_hook)
-        self._sigterm = EndOnSigterm.install(self)
-
-    @contextlib.contextmanager
-    def _library_call(self) -> Iterator[None]:
-        """Mark a call into the tracker library, so that a SIGTERM arriving during it waits for its end."""
-        outer = self._in_library
-        self._in_library = True
-        try:
-            yield
-        finally:
-            self._in_library = outer
-            if not outer and self._sigterm is not None:
-                self._sigterm.deliver_pending()
-
-    @property
-    def in_library_call(self) -> bool:
-        return self._in_library
+        self._watch_sigterm()
 
     def end_terminated(self) -> None:
         """SIGTERM reached this process while the run was open: end it as failed (see ``_sigterm``)."""
@@ -183,19 +164,11 @@ class TrackerLogger(_rank.RankZeroOnly, Logger):
 
     def _finish(self, status: str) -> None:
         self._started = False  # first: a SIGTERM during _end must not end the run a second time
-        hook, self._sigterm = self._sigterm, None
         if self._exit_hook is not None:
             atexit.unregister(self._exit_hook)
             self._exit_hook = None
-        outer = self._in_library
-        self._in_library = True  # a SIGTERM now (a launcher stopping this rank) waits until the run has ended
-        try:
+        with self._ending():  # a SIGTERM now (a launcher stopping this rank) waits until the run has ended
             self._end(status)
-        finally:
-            self._in_library = outer
-            if hook is not None:
-                hook.remove()
-                hook.deliver_pending()  # the run has ended: hand a SIGTERM that came meanwhile on
 
     # ---------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:

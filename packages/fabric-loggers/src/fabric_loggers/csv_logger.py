@@ -11,16 +11,16 @@ from fabric_loggers import _remote
 from fabric_loggers._csv_file import MetricsCSV
 from fabric_loggers._hparams_yaml import HPARAMS_FILE, write_hparams_yaml
 from fabric_loggers._params import params_to_dict, yaml_value
-from fabric_loggers._run_logger import RunLogger
+from fabric_loggers._run_logger import RunLogger, Sink
 
 METRICS_FILE = "metrics.csv"
 
 
-class _CSVSink:
+class _CSVSink(Sink):
     """The open state of one run's CSV files in one process; ``CSVLogger.experiment`` on rank 0."""
 
     def __init__(self, log_dir: str) -> None:
-        self.pid = os.getpid()
+        super().__init__()
         self.log_dir = log_dir
         if _remote.is_url(log_dir):
             self.metrics_file_path = _remote.join(log_dir, METRICS_FILE)
@@ -36,19 +36,19 @@ class _CSVSink:
 
     def log_metrics(self, metrics: Mapping[str, int | float], step: int | None = None) -> None:
         """Add a row directly (no prefix, no flush schedule); without ``step`` it follows the pending rows."""
-        self._file.add(metrics, len(self._file.metrics) if step is None else step)
-
-    def write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
-        self._file.add(metrics, step)
+        self.write_metrics(metrics, len(self._file.metrics) if step is None else step)
 
     def save(self) -> None:
         """Write the pending rows to ``metrics.csv``."""
+        self.flush()
+
+    def _write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
+        self._file.add(metrics, step)
+
+    def _flush(self) -> None:
         self._file.flush()
 
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self, status: str | None) -> None:
+    def _close(self, status: str | None) -> None:
         self._file.flush()
 
 

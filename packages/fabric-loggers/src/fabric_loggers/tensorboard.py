@@ -9,6 +9,7 @@ needs ``tensorboard`` anyway.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -18,12 +19,15 @@ from fabric_core.plugins.logger import NoOpExperiment
 from fabric_loggers._hparams_summary import hparams_summaries, session_end_summary
 from fabric_loggers._metrics import prepare_metrics
 from fabric_loggers._params import flatten, params_to_dict, tensorboard_value
-from fabric_loggers._run_logger import RunLogger
+from fabric_loggers._run_logger import RunLogger, Sink
 
 _TENSORBOARD_DEFAULT_FLUSH_SECS = 120
+# How long SIGTERM waits for the events still queued to reach the file. Milliseconds in practice; the bound
+# matters only when the signal interrupted the user's own call on ``.experiment`` inside the writer's lock.
+_SIGTERM_FLUSH_WAIT_S = 5.0
 
 
-class _TensorBoardSink:
+class _TensorBoardSink(Sink):
     """One event file of one run in one process (the writer thread belongs to this process)."""
 
     def __init__(self, log_dir: str, writer_kwargs: Mapping[str, Any]) -> None:
@@ -34,26 +38,44 @@ class _TensorBoardSink:
                 'TensorBoardLogger needs the tensorboard package: pip install "fabric-loggers" (or tensorboard).'
             ) from error
 
-        self.pid = os.getpid()
+        super().__init__()
         self.writer = SummaryWriter(log_dir=log_dir, **writer_kwargs)
         self.hparams_logged = False
 
-    def write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
+    def _write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, global_step=step)
 
     def write_summary(self, summary: Any) -> None:
+        with self._library_call():
+            self._add_summary(summary)
+
+    def _add_summary(self, summary: Any) -> None:
         file_writer = self.writer.file_writer
         assert file_writer is not None, "the sink's writer is open until close()"
         file_writer.add_summary(summary)
 
-    def flush(self) -> None:
+    def add_graph(self, module: Any, input_array: Any) -> None:
+        with self._library_call():
+            self.writer.add_graph(module, input_array)
+
+    def _flush(self) -> None:
         self.writer.flush()
 
-    def close(self, status: str | None) -> None:
+    def _close(self, status: str | None) -> None:
         if status is not None and self.hparams_logged:
-            self.write_summary(session_end_summary(status))
+            self._add_summary(session_end_summary(status))
         self.writer.close()
+
+    def end_terminated(self) -> None:
+        """Flush from a helper thread, waiting a bounded time: the signal may have interrupted the user's own
+        call on the writer (``logger.experiment.add_image``) while it holds the lock a flush takes, and the
+        process must die by SIGTERM rather than hang. Calls through the logger are never interrupted so."""
+        if self.pid != os.getpid():
+            return
+        flusher = threading.Thread(target=self.writer.flush, name="fabric-tensorboard-sigterm-flush", daemon=True)
+        flusher.start()
+        flusher.join(_SIGTERM_FLUSH_WAIT_S)
 
 
 class TensorBoardLogger(RunLogger):
@@ -196,5 +218,5 @@ class TensorBoardLogger(RunLogger):
             input_array = move_to_device(input_array, parameter.device)
         sink = self._open_sink()
         assert isinstance(sink, _TensorBoardSink)
-        sink.writer.add_graph(module, input_array)
+        sink.add_graph(module, input_array)
         self.save()
