@@ -136,12 +136,10 @@ class DefersSigterm:
     def _ending(self) -> Iterator[None]:
         """The run ends inside this block: a SIGTERM meanwhile waits, then (the hook removed) is handed on."""
         hook, self._sigterm = self._sigterm, None  # first: a SIGTERM now must not end the run a second time
-        outer = self._in_library
-        self._in_library = True
         try:
-            yield
+            with self._library_call():  # the signal waits on ``hook`` (still the handler), not delivered here
+                yield
         finally:
-            self._in_library = outer
             if hook is not None:
                 hook.remove()
                 hook.deliver_pending()

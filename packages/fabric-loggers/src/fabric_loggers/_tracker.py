@@ -41,6 +41,8 @@ class TrackerLogger(DefersSigterm, _rank.RankZeroOnly, Logger):
 
     #: the separator nested hyperparameter names are joined with
     PARAM_SEPARATOR = "/"
+    #: the attributes that hold the tracker library's live objects (run, client): never pickled
+    _LIVE_ATTRIBUTES: tuple[str, ...] = ()
 
     def __init__(self, prefix: str = "", log_checkpoints: bool = False) -> None:
         if not isinstance(prefix, str):
@@ -176,4 +178,5 @@ class TrackerLogger(DefersSigterm, _rank.RankZeroOnly, Logger):
         state = self.__dict__.copy()
         state.update(_rank=None, _environment_rank=None, _started=False, _pid=None, _exit_hook=None, _sigterm=None)
         state["_in_library"] = False
+        state.update(dict.fromkeys(self._LIVE_ATTRIBUTES))
         return state

@@ -48,6 +48,8 @@ class CometLogger(TrackerLogger):
         **experiment_kwargs: passed to Comet's experiment (for example ``auto_output_logging="simple"``).
     """
 
+    _LIVE_ATTRIBUTES = ("_experiment",)
+
     def __init__(
         self,
         project_name: str = "fabric_logs",
@@ -129,8 +131,3 @@ class CometLogger(TrackerLogger):
         self._experiment.log_other("status", status)
         self._experiment.end()
         self._experiment = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_experiment"] = None
-        return state

@@ -72,6 +72,8 @@ class DVCLiveLogger(TrackerLogger):
         **live_kwargs: passed to ``dvclive.Live`` (``report``, ``monitor_system``, ``exp_message``, ...).
     """
 
+    _LIVE_ATTRIBUTES = ("_live",)
+
     def __init__(
         self,
         dir: str | os.PathLike[str] = "dvclive",  # DVCLive's own name for it
@@ -167,8 +169,3 @@ class DVCLiveLogger(TrackerLogger):
             live.summary["step"] = live.step  # Live.end() takes the step from the summary when it holds one
         live.end()
         self._live = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_live"] = None
-        return state

@@ -31,6 +31,8 @@ class WandbLogger(TrackerLogger):
         **init_kwargs: passed to ``wandb.init`` (``group``, ``job_type``, ``notes``, ``settings``, ...).
     """
 
+    _LIVE_ATTRIBUTES = ("_run",)
+
     def __init__(
         self,
         project: str = "fabric_logs",
@@ -121,8 +123,3 @@ class WandbLogger(TrackerLogger):
     def _end(self, status: str) -> None:
         self._run.finish(exit_code=0 if status.lower() in ("success", "finished") else 1)
         self._run = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_run"] = None
-        return state
