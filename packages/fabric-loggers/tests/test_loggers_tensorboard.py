@@ -120,15 +120,10 @@ class _Net(torch.nn.Module):
         return self.head(torch.relu(self.encoder(x)))
 
 
-# add_graph traces with torch.jit.trace, which torch 2.13 marks deprecated (TensorBoard has no other graph input).
-graph_test = pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
-
-
 def _graph_node_names(log_dir: str) -> list[str]:
     return [node.name for node in event_accumulator(log_dir).Graph().node]
 
 
-@graph_test
 def test_log_graph_traces_the_model(tmp_path):
     logger = TensorBoardLogger(tmp_path)
     logger.log_graph(_Net(), torch.randn(2, 4))
@@ -138,7 +133,6 @@ def test_log_graph_traces_the_model(tmp_path):
     assert any("head" in name for name in names)
 
 
-@graph_test
 def test_log_graph_uses_example_input_array_and_unwraps_fabric(tmp_path):
     from fabric_core import Fabric
 
