@@ -39,12 +39,20 @@ class _TensorBoardSink(Sink):
             ) from error
 
         super().__init__()
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
         self.writer = SummaryWriter(log_dir=log_dir, **writer_kwargs)
         self.hparams_logged = False
+        self._summary_types = (Summary, Summary.Value)
 
     def _write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
+        # The event ``SummaryWriter.add_scalar`` writes (a ``simple_value`` summary at ``step``), built here
+        # directly: its values are plain numbers already, so add_scalar's numpy round trip is skipped.
+        file_writer = self.writer.file_writer
+        assert file_writer is not None, "the sink's writer is open until close()"
+        summary, value_type = self._summary_types
         for name, value in metrics.items():
-            self.writer.add_scalar(name, value, global_step=step)
+            file_writer.add_summary(summary(value=[value_type(tag=name, simple_value=float(value))]), step)
 
     def write_summary(self, summary: Any) -> None:
         with self._library_call():
