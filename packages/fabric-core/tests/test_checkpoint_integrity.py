@@ -181,9 +181,9 @@ def _result(proc: subprocess.CompletedProcess[str]) -> dict:
 
 
 @pytest.fixture
-def sharded_folder(script_runner, tmp_path) -> Path:
+def sharded_folder(preloaded_script_runner, tmp_path) -> Path:
     folder = tmp_path / "ck"
-    _result(script_runner(SAVE_SHARDED, "save", str(folder), timeout=500))
+    _result(preloaded_script_runner(SAVE_SHARDED, "save", str(folder), timeout=500))
     return folder
 
 
@@ -194,7 +194,9 @@ def _verify_all(folder: Path) -> list[str]:
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
-def test_a_thousand_folder_mutations_are_all_detected_and_a_load_names_file_and_shard(sharded_folder, script_runner):
+def test_a_thousand_folder_mutations_are_all_detected_and_a_load_names_file_and_shard(
+    sharded_folder, preloaded_script_runner
+):
     files = sorted(p for p in sharded_folder.iterdir() if p.is_file())
     assert {p.name for p in files} == {".metadata", "__0_0.distcp", "__1_0.distcp", "fabric_state.pt", MANIFEST}
     original = {p: p.read_bytes() for p in files}
@@ -233,7 +235,7 @@ def test_a_thousand_folder_mutations_are_all_detected_and_a_load_names_file_and_
     damaged = bytearray(original[shards[1]])
     damaged[len(damaged) // 2] ^= 0x04
     shards[1].write_bytes(bytes(damaged))
-    result = _result(script_runner(SAVE_SHARDED, "load", str(sharded_folder), timeout=500))
+    result = _result(preloaded_script_runner(SAVE_SHARDED, "load", str(sharded_folder), timeout=500))
     assert result["error"] == "CheckpointError"
     assert "__1_0.distcp" in result["message"] and "rank 1" in result["message"]
 

@@ -151,9 +151,9 @@ def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(600)
-def test_fsdp_sharded_checkpoint_round_trips_through_s3_on_two_processes(s3, script_runner):
+def test_fsdp_sharded_checkpoint_round_trips_through_s3_on_two_processes(s3, preloaded_script_runner):
     url = f"s3://{BUCKET}/fsdp/ck"
-    result = _result(script_runner(SHARDED, url, json.dumps(s3), "2", timeout=500, env=DUMMY_CREDENTIALS))
+    result = _result(preloaded_script_runner(SHARDED, url, json.dumps(s3), "2", timeout=500, env=DUMMY_CREDENTIALS))
     assert result["step"] == 2 and result["rest"] == {"note": "hi"}
     assert result["loaded_probe"] == pytest.approx(result["probe"], rel=1e-6)
     fs = _fs(s3)
@@ -167,8 +167,8 @@ def test_fsdp_sharded_checkpoint_round_trips_through_s3_on_two_processes(s3, scr
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(600)
-def test_fsdp_sharded_save_to_a_memory_url_writes_no_local_folder(script_runner, tmp_path):
-    result = _result(script_runner(SHARDED, "memory://bucket/ck", "{}", "1", timeout=500))
+def test_fsdp_sharded_save_to_a_memory_url_writes_no_local_folder(preloaded_script_runner, tmp_path):
+    result = _result(preloaded_script_runner(SHARDED, "memory://bucket/ck", "{}", "1", timeout=500))
     assert result["step"] == 2 and result["loaded_probe"] == pytest.approx(result["probe"], rel=1e-6)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "script.py"]
     assert leftovers == [], f"a URL became local files: {leftovers}"

@@ -57,8 +57,8 @@ if __name__ == "__main__":
 
 
 @pytest.mark.multiprocess
-def test_reduce_ops_and_gather_across_two_processes(script_runner):
-    proc = script_runner(TWO_PROCESS_COLLECTIVES, timeout=300)
+def test_reduce_ops_and_gather_across_two_processes(preloaded_script_runner):
+    proc = preloaded_script_runner(TWO_PROCESS_COLLECTIVES, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert sorted(row["rank"] for row in rows) == [0, 1]

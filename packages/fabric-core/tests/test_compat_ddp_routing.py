@@ -73,8 +73,8 @@ if __name__ == "__main__":
 """
 
 
-def test_training_step_through_ddp_keeps_replicas_equal(script_runner):
-    proc = script_runner(STEP_METHODS_UNDER_DDP, timeout=300)
+def test_training_step_through_ddp_keeps_replicas_equal(preloaded_script_runner):
+    proc = preloaded_script_runner(STEP_METHODS_UNDER_DDP, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {
         row["rank"]: row

@@ -214,8 +214,8 @@ def _run(script_runner, names: list[str]) -> dict[str, dict]:
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(1200)
-def test_fsdp_lightning_arguments_on_two_processes(script_runner):
-    rows = _run(script_runner, list(_CONFIG_NAMES))
+def test_fsdp_lightning_arguments_on_two_processes(preloaded_script_runner):
+    rows = _run(preloaded_script_runner, list(_CONFIG_NAMES))
     # HYBRID_SHARD: replicated across the first mesh dimension, sharded along the second
     assert rows["hybrid_1x2"]["mesh"] == [1, 2]
     assert rows["hybrid_1x2"]["placements"] == ["R", "S(0)"]
@@ -300,8 +300,8 @@ if __name__ == "__main__":
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_torch_collective_on_sub_groups(script_runner, tmp_path, world_size):
-    result = script_runner(COLLECTIVES_SCRIPT, str(world_size), str(tmp_path), timeout=800)
+def test_torch_collective_on_sub_groups(preloaded_script_runner, tmp_path, world_size):
+    result = preloaded_script_runner(COLLECTIVES_SCRIPT, str(world_size), str(tmp_path), timeout=800)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world_size)]
     trainers = list(range(1, world_size))

@@ -62,27 +62,27 @@ def _result(proc):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, preloaded_python):
     from conftest import run_script
 
     tmp = tmp_path_factory.mktemp("full")
-    return _result(run_script(tmp, TRAIN, "full", str(tmp / "unused.pt"), "0"))
+    return _result(run_script(tmp, TRAIN, "full", str(tmp / "unused.pt"), "0", preloaded=preloaded_python))
 
 
 @pytest.mark.parametrize("stop_at", [7, 10])  # at the epoch boundary; in the middle of the second epoch
-def test_resumed_run_matches_uninterrupted_run_bit_for_bit(script_runner, tmp_path, uninterrupted, stop_at):
+def test_resumed_run_matches_uninterrupted_run_bit_for_bit(preloaded_script_runner, tmp_path, uninterrupted, stop_at):
     path = str(tmp_path / "ckpt.pt")
     full = uninterrupted
-    assert _result(script_runner(TRAIN, "stop", path, str(stop_at))) is None
-    resumed = _result(script_runner(TRAIN, "resume", path, "0"))
+    assert _result(preloaded_script_runner(TRAIN, "stop", path, str(stop_at))) is None
+    resumed = _result(preloaded_script_runner(TRAIN, "resume", path, "0"))
     assert resumed["trace"] == full["trace"][stop_at:]  # the same batches, in the same order
     assert resumed["weights"] == full["weights"]  # bit for bit
 
 
-def test_resume_with_a_different_world_size_is_refused(script_runner, tmp_path):
+def test_resume_with_a_different_world_size_is_refused(preloaded_script_runner, tmp_path):
     path = str(tmp_path / "ckpt.pt")
-    _result(script_runner(TRAIN, "stop", path, "3"))
+    _result(preloaded_script_runner(TRAIN, "stop", path, "3"))
     single = TRAIN.replace('Fabric(accelerator="cpu", strategy="ddp_spawn", devices=2)', 'Fabric(accelerator="cpu")')
-    proc = script_runner(single, "resume", path, "0")
+    proc = preloaded_script_runner(single, "resume", path, "0")
     assert proc.returncode != 0
     assert "same number of processes" in proc.stderr

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +32,10 @@ def make_model():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(6, 8), Block(), Block(), nn.Linear(8, 1))
 
+def set_up(fabric):
+    model = make_model()
+    return fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+
 def losses(fabric, model, optimizer, steps=6):
     out = []
     for i in range(steps):
@@ -44,8 +51,7 @@ def losses(fabric, model, optimizer, steps=6):
 def main(fabric, task, folder):
     result = {"rank": fabric.global_rank}
     if task == "curves":
-        model = make_model()
-        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        model, optimizer = set_up(fabric)
         result["losses"] = losses(fabric, model, optimizer)
         if hasattr(model.module[0].weight, "full_tensor"):
             result["sharded_rows"] = model.module[0].weight.to_local().shape[0]
@@ -76,8 +82,7 @@ def main(fabric, task, folder):
         result["probe"] = model(torch.ones(1, 6)).item()
         result["continued"] = losses(fabric, model, optimizer, steps=3)
     elif task == "save_async":
-        model = make_model()
-        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        model, optimizer = set_up(fabric)
         losses(fabric, model, optimizer, steps=2)
         result["probe"] = model(torch.ones(1, 6)).item()
         handle = fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 2}, async_=True)
@@ -87,22 +92,19 @@ def main(fabric, task, folder):
         result["changed_probe"] = model(torch.ones(1, 6)).item()
         handle.result()
         result["files"] = sorted(p.name for p in __import__("pathlib").Path(folder).iterdir())
-        fresh = make_model()
-        fresh, fresh_optimizer = fabric.setup(fresh, torch.optim.AdamW(fresh.parameters(), lr=0.05))
+        fresh, fresh_optimizer = set_up(fabric)
         state = {"model": fresh, "optimizer": fresh_optimizer, "step": 0}
         fabric.load(folder, state)
         result["step"] = state["step"]
         result["loaded_probe"] = fresh(torch.ones(1, 6)).item()
         result["loaded_continued"] = losses(fabric, fresh, fresh_optimizer, steps=3)
     elif task == "save_async_and_exit":
-        model = make_model()
-        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        model, optimizer = set_up(fabric)
         losses(fabric, model, optimizer, steps=2)
         result["probe"] = model(torch.ones(1, 6)).item()
         fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 2}, async_=True)  # never waited for
     elif task == "save_fails_on_one_rank":
-        model = make_model()
-        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        model, optimizer = set_up(fabric)
         fabric.save(folder, {"model": model, "optimizer": optimizer, "step": 1})
         result["probe"] = model(torch.ones(1, 6)).item()
         losses(fabric, model, optimizer, steps=1)
@@ -117,15 +119,13 @@ def main(fabric, task, folder):
                 raised, message = 1.0, f"{type(err).__name__}: {err}"
             result[mode + "_raised_on"] = fabric.all_reduce(torch.tensor(raised), reduce_op="sum").item()
             result[mode + "_message"] = message
-        fresh = make_model()
-        fresh, fresh_optimizer = fabric.setup(fresh, torch.optim.AdamW(fresh.parameters(), lr=0.05))
+        fresh, fresh_optimizer = set_up(fabric)
         state = {"model": fresh, "optimizer": fresh_optimizer, "step": 0}
         fabric.load(folder, state)
         result["step"] = state["step"]
         result["loaded_probe"] = fresh(torch.ones(1, 6)).item()
     elif task == "load":
-        model = make_model()
-        model, optimizer = fabric.setup(model, torch.optim.AdamW(model.parameters(), lr=0.05))
+        model, optimizer = set_up(fabric)
         state = {"model": model, "optimizer": optimizer, "step": 0}
         result["remainder"] = fabric.load(folder, state)
         result["step"] = state["step"]
@@ -144,14 +144,18 @@ if __name__ == "__main__":
 """
 
 
-def _rank0(proc):
+def _job(
+    run: Callable[..., subprocess.CompletedProcess[str]], strategy: str, task: str, folder: Path, devices: int = 2
+):
+    """Rank 0's result of ``FSDP`` doing ``task`` with ``strategy`` on ``devices`` processes; ``run`` runs the script."""
+    proc = run(FSDP, strategy, task, str(folder), str(devices), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT ")).split(" ", 1)[1])
 
 
-def test_fsdp_trains_like_ddp_and_shards_parameters(script_runner, tmp_path):
-    fsdp = _rank0(script_runner(FSDP, "fsdp", "curves", str(tmp_path / "x"), "2"))
-    ddp = _rank0(script_runner(FSDP, "ddp_spawn", "curves", str(tmp_path / "x"), "2"))
+def test_fsdp_trains_like_ddp_and_shards_parameters(preloaded_script_runner, tmp_path):
+    fsdp = _job(preloaded_script_runner, "fsdp", "curves", tmp_path / "x")
+    ddp = _job(preloaded_script_runner, "ddp_spawn", "curves", tmp_path / "x")
     assert fsdp["losses"][-1] < fsdp["losses"][0]
     assert fsdp["losses"] == pytest.approx(ddp["losses"], rel=1e-5, abs=1e-6)  # same seed, same data
     assert fsdp["sharded_rows"] == 4  # 8 rows split over 2 ranks
@@ -164,16 +168,18 @@ def test_fsdp_trains_like_ddp_and_shards_parameters(script_runner, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sharded_save(tmp_path_factory):
+def sharded_save(tmp_path_factory, preloaded_python):
     """One 2-process job that saves a sharded checkpoint, shared by the tests that load it (a job is slow)."""
     from conftest import run_script
 
     root = tmp_path_factory.mktemp("sharded")
     folder = root / "ckpt"
-    return root, folder, _rank0(run_script(root, FSDP, "fsdp", "save", str(folder), "2", timeout=600))
+    return root, folder, _job(functools.partial(run_script, root, preloaded=preloaded_python), "fsdp", "save", folder)
 
 
-def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(script_runner, tmp_path, sharded_save):
+def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(
+    preloaded_script_runner, tmp_path, sharded_save
+):
     root, folder, saved = sharded_save
     assert saved["meta_before_setup"] is True and saved["meta_after_setup"] is False
     assert (
@@ -181,7 +187,7 @@ def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(sc
     )
     assert not [p for p in root.iterdir() if p.name.startswith(".fabric-")]
     # the same 2-process job continues exactly as the uninterrupted one did
-    resumed = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "2"))
+    resumed = _job(preloaded_script_runner, "fsdp", "load", folder)
     assert resumed["step"] == 2 and resumed["remainder"] == {"note": "hello"}
     assert resumed["continued"] == pytest.approx(saved["continued"], rel=1e-6)
     # a single process (no FSDP) reads the consolidated file
@@ -209,16 +215,16 @@ def test_sharded_checkpoint_reloads_on_another_process_count_and_consolidates(sc
     assert full["model"]["0.weight"].shape == (8, 6) and full["step"] == 2
 
 
-def test_sharded_checkpoint_loads_on_one_process(script_runner, sharded_save):
+def test_sharded_checkpoint_loads_on_one_process(preloaded_script_runner, sharded_save):
     _, folder, saved = sharded_save
-    single = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "1"))
+    single = _job(preloaded_script_runner, "fsdp", "load", folder, devices=1)
     assert single["step"] == 2
     assert single["probe"] == pytest.approx(saved["probe"], rel=1e-6)  # the same weights, now unsharded
 
 
-def test_async_sharded_save_returns_a_future_and_writes_the_state_of_the_call(script_runner, tmp_path):
+def test_async_sharded_save_returns_a_future_and_writes_the_state_of_the_call(preloaded_script_runner, tmp_path):
     folder = tmp_path / "async-ckpt"
-    result = _rank0(script_runner(FSDP, "fsdp", "save_async", str(folder), "2", timeout=600))
+    result = _job(preloaded_script_runner, "fsdp", "save_async", folder)
     assert result["handle"] == "Future"
     assert result["changed_probe"] != pytest.approx(result["probe"], rel=1e-6)  # training changed the model
     # what was saved is the state at the call, not what training made of it while the shards were written
@@ -228,17 +234,17 @@ def test_async_sharded_save_returns_a_future_and_writes_the_state_of_the_call(sc
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".fabric-")]  # staging swapped in
 
 
-def test_a_job_that_ends_during_an_async_sharded_save_finishes_it_first(script_runner, tmp_path):
+def test_a_job_that_ends_during_an_async_sharded_save_finishes_it_first(preloaded_script_runner, tmp_path):
     folder = tmp_path / "exit-ckpt"
-    saved = _rank0(script_runner(FSDP, "fsdp", "save_async_and_exit", str(folder), "2", timeout=600))
-    loaded = _rank0(script_runner(FSDP, "fsdp", "load", str(folder), "2", timeout=600))
+    saved = _job(preloaded_script_runner, "fsdp", "save_async_and_exit", folder)
+    loaded = _job(preloaded_script_runner, "fsdp", "load", folder)
     assert loaded["step"] == 2 and loaded["probe"] == pytest.approx(saved["probe"], rel=1e-6)
 
 
 def test_a_sharded_save_that_fails_on_one_rank_raises_on_every_rank_and_keeps_the_last_checkpoint(
-    script_runner, tmp_path
+    preloaded_script_runner, tmp_path
 ):
-    result = _rank0(script_runner(FSDP, "fsdp", "save_fails_on_one_rank", str(tmp_path / "ck"), "2", timeout=600))
+    result = _job(preloaded_script_runner, "fsdp", "save_fails_on_one_rank", tmp_path / "ck")
     for mode in ("sync", "async"):
         assert result[mode + "_raised_on"] == 2, result  # no rank is left waiting for the other
         assert result[mode + "_message"].startswith("CheckpointError") and "rank 0" in result[mode + "_message"]
@@ -247,11 +253,11 @@ def test_a_sharded_save_that_fails_on_one_rank_raises_on_every_rank_and_keeps_th
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".fabric-")]
 
 
-def test_full_state_dict_checkpoint_is_one_file(script_runner, tmp_path):
+def test_full_state_dict_checkpoint_is_one_file(preloaded_script_runner, tmp_path):
     path = tmp_path / "full.pt"
-    _rank0(script_runner(FSDP, "fsdp_full", "save", str(path), "2"))
+    _job(preloaded_script_runner, "fsdp_full", "save", path)
     assert path.is_file()
     data = torch.load(path, weights_only=True)
     assert data["model"]["0.weight"].shape == (8, 6)
-    resumed = _rank0(script_runner(FSDP, "fsdp_full", "load", str(path), "2"))
+    resumed = _job(preloaded_script_runner, "fsdp_full", "load", path)
     assert resumed["step"] == 2

@@ -9,14 +9,17 @@ Several checks share one launch because 4-process jobs are slow on small machine
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from preloaded_python import PreloadedPython
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(900)]
 
@@ -219,11 +222,17 @@ if __name__ == "__main__":
 """
 
 
-def _launch(tmp_path: Path, task: str, folder: Path, devices: int, shape: str, accelerator: str = "cpu") -> dict:
-    from conftest import run_script
-
+def _launch(
+    run: Callable[..., subprocess.CompletedProcess[str]],
+    task: str,
+    folder: Path,
+    devices: int,
+    shape: str,
+    accelerator: str = "cpu",
+) -> dict:
+    """Rank 0's result of ``WORKER`` doing ``task`` on ``devices`` processes in mesh ``shape``; ``run`` runs the script."""
     source = WORKER.replace("sys.path.insert(0, EXAMPLES)", f"sys.path.insert(0, {str(EXAMPLES)!r})")
-    proc = run_script(tmp_path, source, task, str(folder), str(devices), shape, accelerator, timeout=TIMEOUT)
+    proc = run(source, task, str(folder), str(devices), shape, accelerator, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-6000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line.split(" ", 1)[1])
@@ -240,12 +249,15 @@ def _assert_matches_single_process(result: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoint_2x2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def checkpoint_2x2(tmp_path_factory: pytest.TempPathFactory, preloaded_python: PreloadedPython) -> tuple[Path, dict]:
     """FSDP2 x TP on 2 x 2 processes: trained, checked, saved (sharded folder and full file)."""
+    from conftest import run_script
+
     tmp = tmp_path_factory.mktemp("mp2x2")
     folder = tmp / "ckpt"
     folder.mkdir()
-    return folder, _launch(tmp, "train+save+nosync+meta", folder, 4, "2x2")
+    run = functools.partial(run_script, tmp, preloaded=preloaded_python)
+    return folder, _launch(run, "train+save+nosync+meta", folder, 4, "2x2")
 
 
 def test_fsdp_x_tp_2x2_matches_one_process(checkpoint_2x2: tuple[Path, dict]) -> None:
@@ -281,19 +293,21 @@ def _assert_resharded(result: dict, saved: dict) -> None:
 
 
 def test_tensor_parallel_on_2_processes_matches_and_loads_the_2x2_checkpoint(
-    checkpoint_2x2: tuple[Path, dict], tmp_path: Path
+    checkpoint_2x2: tuple[Path, dict], preloaded_script_runner: Callable
 ) -> None:
     folder, saved = checkpoint_2x2
-    result = _launch(tmp_path, "train+load", folder, 2, "1x2")
+    result = _launch(preloaded_script_runner, "train+load", folder, 2, "1x2")
     assert result["mesh"] == {"data_parallel": 1, "tensor_parallel": 2}
     assert result["sampler"] == {"num_replicas": 1, "rank": 0}
     _assert_matches_single_process(result)
     _assert_resharded(result, saved)
 
 
-def test_hsdp_x_tp_matches_and_loads_the_2x2_checkpoint(checkpoint_2x2: tuple[Path, dict], tmp_path: Path) -> None:
+def test_hsdp_x_tp_matches_and_loads_the_2x2_checkpoint(
+    checkpoint_2x2: tuple[Path, dict], preloaded_script_runner: Callable
+) -> None:
     folder, saved = checkpoint_2x2
-    result = _launch(tmp_path, "train+load", folder, 4, "2x1x2")
+    result = _launch(preloaded_script_runner, "train+load", folder, 4, "2x1x2")
     assert result["mesh"] == {"data_parallel_replicate": 2, "data_parallel_shard": 1, "tensor_parallel": 2}
     assert result["sampler"] == {"num_replicas": 2, "rank": 0}
     assert result["dp_gather"] == [0, 2]  # the flattened data_parallel dimension
@@ -301,19 +315,19 @@ def test_hsdp_x_tp_matches_and_loads_the_2x2_checkpoint(checkpoint_2x2: tuple[Pa
     _assert_resharded(result, saved)
 
 
-def test_2x2_checkpoint_loads_on_4x1_mesh(checkpoint_2x2: tuple[Path, dict], tmp_path: Path) -> None:
+def test_2x2_checkpoint_loads_on_4x1_mesh(checkpoint_2x2: tuple[Path, dict], preloaded_script_runner: Callable) -> None:
     folder, saved = checkpoint_2x2
-    result = _launch(tmp_path, "load", folder, 4, "4x1")
+    result = _launch(preloaded_script_runner, "load", folder, 4, "4x1")
     assert result["mesh"] == {"data_parallel": 4, "tensor_parallel": 1}
     assert result["dp_gather"] == [0, 1, 2, 3]
     _assert_resharded(result, saved)
 
 
 def test_2x2_checkpoint_loads_in_one_process_and_consolidates(
-    checkpoint_2x2: tuple[Path, dict], tmp_path: Path
+    checkpoint_2x2: tuple[Path, dict], tmp_path: Path, preloaded_script_runner: Callable
 ) -> None:
     folder, saved = checkpoint_2x2
-    result = _launch(tmp_path, "load", folder, 1, "1x1")
+    result = _launch(preloaded_script_runner, "load", folder, 1, "1x1")
     _assert_resharded(result, saved)
     out = subprocess.run(
         [
@@ -358,13 +372,13 @@ def _digest(tree: object) -> str:
 
 @pytest.mark.cuda
 @pytest.mark.cuda2
-def test_on_two_gpus_tensor_parallel_matches_and_reshards(tmp_path: Path) -> None:
+def test_on_two_gpus_tensor_parallel_matches_and_reshards(tmp_path: Path, script_runner: Callable) -> None:
     """The same on 2 GPUs over NCCL: TP on 1 x 2 against one CPU process, saved, reloaded as FSDP2 on 2 x 1."""
     folder = tmp_path / "ckpt"
     folder.mkdir()
-    saved = _launch(tmp_path, "train+save+nosync+meta", folder, 2, "1x2", accelerator="cuda")
+    saved = _launch(script_runner, "train+save+nosync+meta", folder, 2, "1x2", accelerator="cuda")
     assert saved["mesh"] == {"data_parallel": 1, "tensor_parallel": 2}
     _assert_matches_single_process(saved)
     assert saved["meta_before"] is True and saved["meta_after"] is False and saved["meta_model_finite"] is True
-    result = _launch(tmp_path, "load", folder, 2, "2x1", accelerator="cuda")
+    result = _launch(script_runner, "load", folder, 2, "2x1", accelerator="cuda")
     _assert_resharded(result, saved)

@@ -100,18 +100,19 @@ sys.stdout.write("RESULT " + json.dumps(out) + "\n"); sys.stdout.flush()
 )
 
 
-def _results(stdout: str) -> dict[int, dict]:
-    rows = [json.loads(line.split(" ", 1)[1]) for line in stdout.splitlines() if line.startswith("RESULT ")]
-    return {row["rank"]: row for row in rows}
+def _torchrun_job(script_runner, source: str) -> dict[int, dict]:
+    """Each rank's ``RESULT`` row of ``source`` run by torchrun on 2 processes (which must both succeed)."""
+    proc = script_runner(source, command=TORCHRUN, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    results = {row["rank"]: row for row in rows}
+    assert sorted(results) == [0, 1], proc.stdout
+    return results
 
 
 @pytest.mark.multiprocess
 def test_two_fabrics_in_one_process_share_the_group_and_hooks(script_runner):
-    proc = script_runner(TWO_FABRICS, command=TORCHRUN, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = _results(proc.stdout)
-    assert sorted(results) == [0, 1], proc.stdout
-    for row in results.values():
+    for row in _torchrun_job(script_runner, TWO_FABRICS).values():
         before = row["before"]
         # one exit hook and one failure recorder for the process, however many Fabric objects use the group
         assert row["both"] == {"exit_hooks": before["exit_hooks"] + 1, "recorders": 1}
@@ -129,11 +130,7 @@ def test_two_fabrics_in_one_process_share_the_group_and_hooks(script_runner):
 
 @pytest.mark.multiprocess
 def test_a_group_the_user_created_survives_fabric_teardown(script_runner):
-    proc = script_runner(USER_GROUP, command=TORCHRUN, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = _results(proc.stdout)
-    assert sorted(results) == [0, 1], proc.stdout
-    for row in results.values():
+    for row in _torchrun_job(script_runner, USER_GROUP).values():
         assert row["fabric_sum"] == 2.0
         assert row["hook_while_used"] is True  # torchrun's error file gets this rank's exception while Fabric runs
         assert row["initialized_after"] is True

@@ -1,0 +1,95 @@
+"""The preloaded-Python runner gives a script what ``python script.py`` gives it (the tests that use it rely on that)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.multiprocess
+
+# Prints what a script can see of how it was started, then ends the way argv[1] says.
+PROBE = r"""
+import json, os, signal, sys, threading
+import torch
+
+def probe():
+    return {
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "path0": sys.path[0],
+        "main_file": __file__,
+        "name": __name__,
+        "spec": repr(__spec__),
+        "env": os.environ.get("PROBE_VALUE"),
+        "cluster": os.environ.get("RANK"),
+        "threads": len(os.listdir("/proc/self/task")),
+        "torch_threads": torch.get_num_threads(),
+        "pid": os.getpid(),
+    }
+
+if __name__ == "__main__":
+    import atexit
+    atexit.register(lambda: sys.stdout.write("EXIT HOOK\n"))
+    sys.stdout.write("PROBE " + json.dumps(probe()) + "\n")
+    sys.stderr.write("to stderr\n")
+    end = sys.argv[1]
+    if end == "raise":
+        raise ValueError("raised at top level")
+    if end == "exit":
+        sys.exit(3)
+    if end == "signal":
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pause()
+    if end == "hang":
+        threading.Event().wait()
+"""
+
+
+def _probe(proc) -> dict:
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("PROBE ")).split(" ", 1)[1])
+
+
+@pytest.mark.parametrize(("end", "returncode"), [("ok", 0), ("raise", 1), ("exit", 3), ("signal", -signal.SIGTERM)])
+def test_a_forked_script_starts_and_ends_like_a_fresh_interpreter(
+    script_runner, preloaded_script_runner, monkeypatch, end, returncode
+):
+    monkeypatch.setenv("RANK", "5")  # a cluster variable of the test process is not passed on, in neither
+    fresh = script_runner(PROBE, end, "x y", env={"PROBE_VALUE": "p"})
+    forked = preloaded_script_runner(PROBE, end, "x y", env={"PROBE_VALUE": "p"})
+    assert fresh.returncode == forked.returncode == returncode, forked.stderr
+    seen_fresh, seen_forked = _probe(fresh), _probe(forked)
+    assert seen_forked["pid"] != seen_fresh["pid"]
+    for row in (seen_fresh, seen_forked):
+        del row["pid"]
+    assert seen_forked == seen_fresh
+    assert seen_forked["env"] == "p" and seen_forked["cluster"] is None and seen_forked["threads"] == 1
+    assert seen_forked["name"] == "__main__" and seen_forked["argv"][1:] == [end, "x y"]
+    assert ("EXIT HOOK" in forked.stdout) == ("EXIT HOOK" in fresh.stdout) == (end in ("ok", "raise", "exit"))
+    assert "to stderr" in forked.stderr
+    if end == "raise":
+        assert "ValueError: raised at top level" in forked.stderr.splitlines()[-1]
+
+
+def test_a_script_past_its_timeout_is_killed(preloaded_script_runner, preloaded_python):
+    import subprocess
+
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        preloaded_script_runner(PROBE, "hang", timeout=10)
+    assert "PROBE " in info.value.output
+    assert preloaded_python.serves([sys.executable, "script.py"], _env())  # the server lives on
+
+
+def test_other_start_up_variables_or_a_launcher_get_a_fresh_interpreter(preloaded_python):
+    assert preloaded_python.serves([sys.executable, "script.py"], _env(FABRIC_COLLECTIVE_TIMEOUT="60"))
+    assert not preloaded_python.serves([sys.executable, "script.py"], _env(OMP_NUM_THREADS="2"))
+    assert not preloaded_python.serves([sys.executable, "-m", "torch.distributed.run", "script.py"], _env())
+    assert not preloaded_python.serves(["torchrun", "script.py"], _env())
+
+
+def _env(**extra: str) -> dict[str, str]:
+    from conftest import script_env
+
+    return script_env(extra)
