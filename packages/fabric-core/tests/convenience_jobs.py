@@ -1,7 +1,7 @@
 """One real multi-process job per (strategy, process count) checking the conveniences together.
 
-``job("ddp", 2)`` runs ``SCRIPT`` under ``fabric.launch()`` once per test session (cached) and returns
-each rank's results; test_accumulate_multiprocess.py, test_gather_for_metrics.py,
+``job("ddp", 2, preloaded_python)`` runs ``SCRIPT`` under ``fabric.launch()`` once per test session (cached;
+rank 0 starts as a fork of the ``preloaded_python`` server, see preloaded_python.py) and returns each rank's results; test_accumulate_multiprocess.py, test_gather_for_metrics.py,
 test_split_between_processes.py and test_profile.py read their parts, so the whole set costs three
 launches (ddp x2, ddp x3, fsdp x2).
 """
@@ -13,6 +13,8 @@ import json
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from preloaded_python import PreloadedPython
 
 SCRIPT = r"""
 import json, os, sys, traceback, warnings
@@ -164,12 +166,12 @@ sys.stdout.flush()
 
 
 @functools.cache
-def job(strategy: str, devices: int) -> dict[int, dict[str, Any]]:
+def job(strategy: str, devices: int, preloaded: PreloadedPython) -> dict[int, dict[str, Any]]:
     """Each rank's results of ``SCRIPT`` run with ``strategy`` on ``devices`` CPU processes (cached)."""
     from conftest import run_script
 
     folder = Path(tempfile.mkdtemp(prefix=f"conveniences-{strategy}{devices}-"))
-    proc = run_script(folder, SCRIPT, strategy, str(devices), timeout=600)
+    proc = run_script(folder, SCRIPT, strategy, str(devices), timeout=600, preloaded=preloaded)
     rows = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or len(rows) != devices:
         raise AssertionError(

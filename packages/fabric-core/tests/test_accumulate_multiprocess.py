@@ -13,8 +13,8 @@ EXPECTED_BOUNDARIES = [[1, 3, False], [2, 3, False], [3, 3, True]] * 2 + [[1, 1,
 
 
 @pytest.mark.parametrize(("strategy", "devices"), [("ddp", 2), ("ddp", 3), ("fsdp", 2)])
-def test_accumulated_weights_equal_one_large_batch(strategy: str, devices: int) -> None:
-    results = job(strategy, devices)
+def test_accumulated_weights_equal_one_large_batch(strategy: str, devices: int, preloaded_python) -> None:
+    results = job(strategy, devices, preloaded_python)
     for rank in range(devices):
         acc = part(results, rank, "accumulate")
         assert acc["moved"] > 1e-3, "training did not change the weights: the comparison would prove nothing"
@@ -25,7 +25,7 @@ def test_accumulated_weights_equal_one_large_batch(strategy: str, devices: int) 
 
 
 @pytest.mark.parametrize("devices", [2, 3])
-def test_ddp_all_reduces_once_per_window(devices: int) -> None:
-    results = job("ddp", devices)
+def test_ddp_all_reduces_once_per_window(devices: int, preloaded_python) -> None:
+    results = job("ddp", devices, preloaded_python)
     for rank in range(devices):
         assert part(results, rank, "accumulate")["reduces"] == WINDOWS_PER_EPOCH * EPOCHS

@@ -17,8 +17,8 @@ def test_one_process_returns_the_input_unchanged() -> None:
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("devices", [2, 3])
-def test_padded_samples_are_dropped_and_accuracy_is_exact(devices: int) -> None:
-    results = job("ddp", devices)
+def test_padded_samples_are_dropped_and_accuracy_is_exact(devices: int, preloaded_python) -> None:
+    results = job("ddp", devices, preloaded_python)
     for rank in range(devices):
         gathered = part(results, rank, "gather")
         for length in (2 * devices + 1, 5 * devices - 1):

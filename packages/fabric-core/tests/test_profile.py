@@ -107,8 +107,8 @@ def test_bad_schedules_are_refused() -> None:
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
-def test_each_rank_writes_its_own_trace() -> None:
-    results = job("ddp", 2)
+def test_each_rank_writes_its_own_trace(preloaded_python) -> None:
+    results = job("ddp", 2, preloaded_python)
     files = [part(results, rank, "profile") for rank in (0, 1)]
     for rank, names in enumerate(files):
         assert len(names) == 1 and names[0].startswith(f"rank{rank}.") and names[0].endswith(".pt.trace.json")

@@ -98,9 +98,9 @@ def test_bad_arguments_are_refused(kwargs: dict, match: str) -> None:
 
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
-def test_only_rank_zero_wraps_the_iterable() -> None:
+def test_only_rank_zero_wraps_the_iterable(preloaded_python) -> None:
     from convenience_jobs import job, part
 
-    results = job("ddp", 2)
+    results = job("ddp", 2, preloaded_python)
     assert part(results, 0, "progress") == {"same_object": False, "items": [1, 2, 3]}
     assert part(results, 1, "progress") == {"same_object": True, "items": [1, 2, 3]}

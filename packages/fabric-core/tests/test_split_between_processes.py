@@ -46,8 +46,8 @@ def test_one_process_gets_everything() -> None:
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("devices", [2, 3])
-def test_in_real_processes(devices: int) -> None:
-    results = job("ddp", devices)
+def test_in_real_processes(devices: int, preloaded_python) -> None:
+    results = job("ddp", devices, preloaded_python)
     shares = [part(results, rank, "split") for rank in range(devices)]
     assert [i for s in shares for i in s["plain"]] == list(range(7))
     assert [len(s["plain"]) for s in shares] == ([4, 3] if devices == 2 else [3, 2, 2])
