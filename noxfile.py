@@ -127,7 +127,9 @@ def _install(
     """
     venv = Path(session.virtualenv.location)
     stamp_file = venv / ".fabric-install-stamp"
-    stamp = _metadata_stamp(("fabric-core", *packages), *extra, *torch)
+    # uv's flags count too: a change in them (such as --compile-bytecode) reinstalls once
+    installer = tuple(_uv_pip_options()[0]) if session.venv_backend == "uv" else ()
+    stamp = _metadata_stamp(("fabric-core", *packages), *extra, *torch, *installer)
     if stamp_file.is_file() and stamp_file.read_text() == stamp and os.environ.get("FABRIC_NOX_REINSTALL") != "1":
         session.log(
             f"packages unchanged since the last install into {venv}; not reinstalling (FABRIC_NOX_REINSTALL=1 forces it)"
@@ -140,7 +142,8 @@ def _install(
             + (
                 "(torch 2.9 is PyPI's CUDA build: about 3 GB of downloads the first time, 2 minutes here). Later runs reuse it."
                 if torch == XLA_TORCH
-                else "(seconds once torch is in uv's cache; the first environment unpacks it, about 20 s). Later runs reuse it."
+                else "(seconds once torch is in uv's cache, plus about 20 s compiling it to bytecode; the first "
+                "environment unpacks it). Later runs reuse it."
                 if session.venv_backend == "uv"
                 else "(about 1 GB: under a minute from a local torch wheel, 5-10 minutes when pip downloads torch; "
                 "`pip install uv` makes this seconds). Later runs reuse it."

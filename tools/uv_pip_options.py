@@ -54,7 +54,11 @@ def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The ``uv pip install`` flags and environment variables equivalent to pip's ``settings``.
 
     pip merges every index and takes the best version; uv's default stops at the first index that has
-    the package, so ``--index-strategy unsafe-best-match`` keeps pip's choice.
+    the package, so ``--index-strategy unsafe-best-match`` keeps pip's choice. pip also compiles what it
+    installs to bytecode (unless ``no-compile``); uv leaves that to the first import, which cannot write
+    its cache where ``PYTHONDONTWRITEBYTECODE`` is set (as on this project's CI image): every process
+    then compiles what it imports, ``import torch`` 4.0 s of CPU instead of 2.0 s. ``--compile-bytecode``
+    keeps pip's behaviour (about 18 s more per environment holding torch, once).
     """
     flags = ["--index-strategy", "unsafe-best-match"]
     for key, flag in _FLAGS.items():
@@ -62,6 +66,8 @@ def uv_options(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
             flags += [flag, item]
     if settings.get("no-index", "").lower() in _TRUE:
         flags.append("--no-index")
+    if settings.get("no-compile", "").lower() not in _TRUE:
+        flags.append("--compile-bytecode")
     variables = {var: settings[key] for key, var in _VARIABLES.items() if settings.get(key)}
     return flags, variables
 

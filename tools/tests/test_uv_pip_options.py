@@ -36,11 +36,16 @@ def test_install_section_beats_global_and_no_index_is_kept() -> None:
     assert "--no-index" in flags
 
 
-def test_no_pip_configuration_gives_only_the_index_strategy() -> None:
+def test_no_pip_configuration_gives_pips_defaults() -> None:
     assert uv_pip_options.uv_options(uv_pip_options.pip_settings("")) == (
-        ["--index-strategy", "unsafe-best-match"],
+        ["--index-strategy", "unsafe-best-match", "--compile-bytecode"],  # pip compiles what it installs
         {},
     )
+
+
+def test_no_compile_in_pips_configuration_is_kept() -> None:
+    flags, _ = uv_pip_options.uv_options(uv_pip_options.pip_settings("install.no-compile='true'\n"))
+    assert "--compile-bytecode" not in flags
 
 
 def test_read_pip_config_without_pip_is_empty(tmp_path) -> None:
