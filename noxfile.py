@@ -14,6 +14,7 @@ environments share one torch on disk and a fresh one takes seconds; it is given 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -53,13 +54,15 @@ def _pkg(name: str) -> str:
     return str(PACKAGES / name)
 
 
-def _uv_pip_options() -> tuple[list[str], dict[str, str]]:
+@functools.cache  # one `pip config list` per nox run: the stamp and every install of every session ask
+def _uv_pip_options() -> tuple[tuple[str, ...], dict[str, str]]:
     """pip's configuration (find-links, indexes, constraints, cert) as `uv pip install` flags and variables."""
     spec = importlib.util.spec_from_file_location("uv_pip_options", ROOT / "tools" / "uv_pip_options.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.uv_options(module.pip_settings(module.read_pip_config()))
+    flags, variables = module.uv_options(module.pip_settings(module.read_pip_config()))
+    return tuple(flags), variables
 
 
 def _pip_install(session: nox.Session, *args: str, reinstall: tuple[str, ...] = ()) -> None:
@@ -71,7 +74,8 @@ def _pip_install(session: nox.Session, *args: str, reinstall: tuple[str, ...] = 
     if session.venv_backend != "uv":
         session.install(*args)
         return
-    flags, variables = _uv_pip_options()
+    options, variables = _uv_pip_options()
+    flags = list(options)
     for name in reinstall:
         flags += ["--reinstall-package", name]
     session.install(*flags, *args, env=variables)
@@ -128,7 +132,7 @@ def _install(
     venv = Path(session.virtualenv.location)
     stamp_file = venv / ".fabric-install-stamp"
     # uv's flags count too: a change in them (such as --compile-bytecode) reinstalls once
-    installer = tuple(_uv_pip_options()[0]) if session.venv_backend == "uv" else ()
+    installer = _uv_pip_options()[0] if session.venv_backend == "uv" else ()
     stamp = _metadata_stamp(("fabric-core", *packages), *extra, *torch, *installer)
     if stamp_file.is_file() and stamp_file.read_text() == stamp and os.environ.get("FABRIC_NOX_REINSTALL") != "1":
         session.log(
