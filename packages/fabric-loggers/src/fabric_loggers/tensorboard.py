@@ -48,8 +48,7 @@ class _TensorBoardSink(Sink):
     def _write_metrics(self, metrics: Mapping[str, int | float], step: int) -> None:
         # The event ``SummaryWriter.add_scalar`` writes (a ``simple_value`` summary at ``step``), built here
         # directly: its values are plain numbers already, so add_scalar's numpy round trip is skipped.
-        file_writer = self.writer.file_writer
-        assert file_writer is not None, "the sink's writer is open until close()"
+        file_writer = self._file_writer()
         summary, value_type = self._summary_types
         for name, value in metrics.items():
             file_writer.add_summary(summary(value=[value_type(tag=name, simple_value=float(value))]), step)
@@ -59,9 +58,13 @@ class _TensorBoardSink(Sink):
             self._add_summary(summary)
 
     def _add_summary(self, summary: Any) -> None:
+        self._file_writer().add_summary(summary)
+
+    def _file_writer(self) -> Any:
+        """The SummaryWriter's event file writer (open from the sink's creation until close())."""
         file_writer = self.writer.file_writer
         assert file_writer is not None, "the sink's writer is open until close()"
-        file_writer.add_summary(summary)
+        return file_writer
 
     def add_graph(self, module: Any, input_array: Any) -> None:
         with self._library_call():
