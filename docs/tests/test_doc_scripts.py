@@ -5,7 +5,10 @@ Convention in docs/pages/**/*.md: a fenced ``python`` block right after an HTML 
     <!-- run -->                                   python script.py
     <!-- run: fabric run --devices 2 {script} -->  the command a reader types ({script} is the file)
 
-is written to a file in a fresh folder and executed there in a subprocess; it must exit 0.
+is written to a file in a fresh folder and executed there in a subprocess; it must exit 0. A plain
+``python script.py`` runs as a fork of a server that has imported torch already (conftest.py's
+``preloaded_python``: the same argv, folder, environment and ``__main__`` as a fresh interpreter, without
+paying ``import torch`` per script); launchers (``fabric run``, ``torchrun``) start real interpreters.
 ``python``, ``fabric`` and ``torchrun`` at the start of a command mean this interpreter's. A block
 that imports one of our packages which is not installed here (``fabric_loggers`` outside its
 session) is skipped, saying which.
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
 import re
 import shlex
 import subprocess
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from conftest import PreloadedPython, script_env
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 _MARKER = re.compile(r"^<!--\s*(run|no-run)\s*(?::\s*(.*?))?\s*-->\s*$")
@@ -111,16 +115,18 @@ def _command(argument: str | None, script: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("block", _runnable(), ids=lambda b: b.id)
-def test_script_runs(block: Block, tmp_path: Path) -> None:
+def test_script_runs(block: Block, tmp_path: Path, preloaded_python: PreloadedPython) -> None:
     missing = sorted(m for m in _our_imports(block.code) if importlib.util.find_spec(m) is None)
     if missing:
         pytest.skip(f"needs {', '.join(missing)}, which is not installed in this environment")
     script = tmp_path / "train.py"
     script.write_text(block.code)
-    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        _command(block.argument, script), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-    )
+    env = script_env()
+    command = _command(block.argument, script)
+    if preloaded_python.serves(command, env):
+        result = preloaded_python.run(command, cwd=tmp_path, env=env, timeout=TIMEOUT_S)
+    else:
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, (
         f"{block.id} exited {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
     )

@@ -45,6 +45,15 @@ if __name__ == "__main__":
         signal.pause()
     if end == "hang":
         threading.Event().wait()
+    if end == "message":
+        sys.exit("stopped with a message")
+    if end == "interrupt":
+        raise KeyboardInterrupt
+    if end == "thread":  # a non-daemon thread outlives the script's last line: the process waits for it
+        threading.Thread(target=lambda: (threading.Event().wait(0.5), sys.stdout.write("THREAD DONE\n"))).start()
+    if end == "unclosed":  # never closed nor flushed: finalizing the object at exit writes it
+        kept = open(f"unclosed-{os.getpid()}.txt", "w")
+        kept.write("kept")
 """
 
 
@@ -52,9 +61,21 @@ def _probe(proc) -> dict:
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("PROBE ")).split(" ", 1)[1])
 
 
-@pytest.mark.parametrize(("end", "returncode"), [("ok", 0), ("raise", 1), ("exit", 3), ("signal", -signal.SIGTERM)])
+ENDS = [
+    ("ok", 0),
+    ("raise", 1),
+    ("exit", 3),
+    ("signal", -signal.SIGTERM),
+    ("message", 1),
+    ("interrupt", -signal.SIGINT),
+    ("thread", 0),
+    ("unclosed", 0),
+]
+
+
+@pytest.mark.parametrize(("end", "returncode"), ENDS)
 def test_a_forked_script_starts_and_ends_like_a_fresh_interpreter(
-    script_runner, preloaded_script_runner, monkeypatch, end, returncode
+    script_runner, preloaded_script_runner, monkeypatch, tmp_path, end, returncode
 ):
     monkeypatch.setenv("RANK", "5")  # a cluster variable of the test process is not passed on, in neither
     fresh = script_runner(PROBE, end, "x y", env={"PROBE_VALUE": "p"})
@@ -62,15 +83,22 @@ def test_a_forked_script_starts_and_ends_like_a_fresh_interpreter(
     assert fresh.returncode == forked.returncode == returncode, forked.stderr
     seen_fresh, seen_forked = _probe(fresh), _probe(forked)
     assert seen_forked["pid"] != seen_fresh["pid"]
-    for row in (seen_fresh, seen_forked):
-        del row["pid"]
-    assert seen_forked == seen_fresh
+    assert {**seen_forked, "pid": None} == {**seen_fresh, "pid": None}
     assert seen_forked["env"] == "p" and seen_forked["cluster"] is None and seen_forked["threads"] == 1
     assert seen_forked["name"] == "__main__" and seen_forked["argv"][1:] == [end, "x y"]
-    assert ("EXIT HOOK" in forked.stdout) == ("EXIT HOOK" in fresh.stdout) == (end in ("ok", "raise", "exit"))
+    assert ("EXIT HOOK" in forked.stdout) == ("EXIT HOOK" in fresh.stdout) == (end != "signal")
     assert "to stderr" in forked.stderr
     if end == "raise":
         assert "ValueError: raised at top level" in forked.stderr.splitlines()[-1]
+    if end in ("message", "interrupt"):
+        assert forked.stderr.splitlines()[-1] == fresh.stderr.splitlines()[-1]
+        assert forked.stderr.splitlines()[-1] in ("stopped with a message", "KeyboardInterrupt")
+    if end == "thread":  # joined first, then the exit hooks, as the interpreter does
+        for proc in (fresh, forked):
+            assert proc.stdout.index("THREAD DONE") < proc.stdout.index("EXIT HOOK"), proc.stdout
+    if end == "unclosed":
+        for row in (seen_fresh, seen_forked):
+            assert (tmp_path / f"unclosed-{row['pid']}.txt").read_text() == "kept"
 
 
 def test_a_script_past_its_timeout_is_killed(preloaded_script_runner, preloaded_python):
