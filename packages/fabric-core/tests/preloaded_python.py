@@ -123,6 +123,8 @@ def _become_script(header: dict, fds: list[int]) -> str:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    if header.get("new_session"):
+        os.setsid()
     os.chdir(header["cwd"])
     os.environ.clear()
     os.environ.update(header["env"])
@@ -240,16 +242,11 @@ class PreloadedPython:
         """Like ``subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)``."""
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
-        stdin = os.open(os.devnull, os.O_RDONLY)  # no test script reads its input; none may wait on a terminal
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn.connect(self.socket_path)
-            socket.send_fds(conn, [b"R"], [stdin, out_write, err_write])
-            header = {"argv": command[1:], "cwd": os.fspath(cwd), "env": env}
-            conn.sendall(json.dumps(header).encode() + b"\n")
+            conn = self._request(command, cwd, env, out_write, err_write, new_session=False)
         finally:
-            for fd in (stdin, out_write, err_write):
-                os.close(fd)
+            os.close(out_write)
+            os.close(err_write)
         replies = _Replies(conn)
         pid = replies.next(deadline=time.monotonic() + 300)["pid"]
         outputs: dict[int, bytes] = {}
@@ -275,6 +272,53 @@ class PreloadedPython:
             raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr)
         return subprocess.CompletedProcess(command, reply["returncode"], stdout, stderr)
 
+    def start(
+        self,
+        command: list[str],
+        cwd: str | os.PathLike[str],
+        env: dict[str, str],
+        stderr: int,
+        start_new_session: bool = False,
+    ) -> PreloadedProcess:
+        """Like ``subprocess.Popen(command, stdout=PIPE, stderr=stderr, text=True, cwd=cwd, env=env, ...)``.
+
+        ``stderr`` is a file descriptor the script writes to; with ``start_new_session`` the script leads a process
+        group of its own (``os.killpg(process.pid, ...)`` reaches it and every process it starts).
+        """
+        out_read, out_write = os.pipe()
+        try:
+            conn = self._request(command, cwd, env, out_write, stderr, new_session=start_new_session)
+        except BaseException:
+            os.close(out_read)
+            raise
+        finally:
+            os.close(out_write)
+        return PreloadedProcess(command, conn, out_read)
+
+    def _request(
+        self,
+        command: list[str],
+        cwd: str | os.PathLike[str],
+        env: dict[str, str],
+        out: int,
+        err: int,
+        new_session: bool,
+    ) -> socket.socket:
+        """Ask the server to fork ``command`` with ``out`` and ``err`` as its stdout and stderr (the caller's to close)."""
+        stdin = os.open(os.devnull, os.O_RDONLY)  # no test script reads its input; none may wait on a terminal
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(self.socket_path)
+            socket.send_fds(conn, [b"R"], [stdin, out, err])
+            header = {"argv": command[1:], "cwd": os.fspath(cwd), "env": env, "new_session": new_session}
+            conn.sendall(json.dumps(header).encode() + b"\n")
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            os.close(stdin)
+        return conn
+
     def close(self) -> None:
         """Stop the server (the scripts it forked are not its to stop: each ended or was killed by ``run``)."""
         self._server.kill()
@@ -283,6 +327,41 @@ class PreloadedPython:
         import shutil
 
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+class PreloadedProcess:
+    """A script running in a fork of the server, seen as ``subprocess.Popen`` shows a process (text stdout)."""
+
+    def __init__(self, command: list[str], conn: socket.socket, stdout: int) -> None:
+        self.args = command
+        self._conn = conn
+        self._replies = _Replies(conn)
+        self.stdout = os.fdopen(stdout, "r")
+        reply = self._replies.next(deadline=time.monotonic() + 300)
+        if reply is None:
+            conn.close()
+            raise RuntimeError("the preloaded Python server did not start the script within 300 s")
+        self.pid: int = reply["pid"]
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code (negative: the signal) if the script has ended, else ``None``."""
+        return self._wait(time.monotonic() + 0.001)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the script to end; ``subprocess.TimeoutExpired`` past ``timeout`` seconds."""
+        code = self._wait(time.monotonic() + (timeout if timeout is not None else 10**7))
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return code
+
+    def _wait(self, deadline: float) -> int | None:
+        if self.returncode is None:
+            reply = self._replies.next(deadline)
+            if reply is not None:
+                self.returncode = reply["returncode"]
+                self._conn.close()
+        return self.returncode
 
 
 class _Replies:

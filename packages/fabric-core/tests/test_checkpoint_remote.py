@@ -27,7 +27,10 @@ from fabric_core.checkpoint.errors import CheckpointError
 from fabric_core.checkpoint.folder import open_folder
 from fabric_core.checkpoint.manifest import MANIFEST, verify_files
 from fabric_core.checkpoint.torch_io import TorchCheckpointIO
+from preloaded_python import PreloadedPython
 from s3_server import DUMMY_CREDENTIALS, make_bucket, moto_server
+
+from conftest import script_env
 
 BUCKET = "fabric-checkpoints"
 
@@ -203,10 +206,22 @@ def main(fabric, mode, url, options, start):
 
 if __name__ == "__main__":
     mode, url, options, start = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
-    strategy = FSDPStrategy(start_method="spawn") if mode.startswith("sharded") else "auto"
+    strategy = FSDPStrategy(start_method="fork") if mode.startswith("sharded") else "auto"
     fabric = Fabric(accelerator="cpu", strategy=strategy, devices=1)
     fabric.launch(main, mode, url, options, start)
 """
+
+
+def _start_writer(preloaded: PreloadedPython, args: list[str], env: dict[str, str], stderr: Any) -> Any:
+    """``python writer.py ARGS`` leading a process group of its own (the kill reaches every process of the writer),
+    its stdout a text pipe: a fork of the preloaded interpreter where it serves this environment."""
+    command = [sys.executable, *args]
+    cwd = Path(args[0]).parent
+    if preloaded.serves(command, env):
+        return preloaded.start(command, cwd=cwd, env=env, stderr=stderr.fileno(), start_new_session=True)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=cwd, start_new_session=True
+    )
 
 
 def _lines(stream: Any, out: queue.Queue, history: list[str]) -> None:
@@ -239,18 +254,19 @@ def _load_latest(mode: str, url: str, options: dict[str, Any], scratch: Path) ->
 @pytest.mark.multiprocess
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("mode", ["file", "async", "sharded", "sharded_async"])
-def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode):
+def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, preloaded_python, mode):
     """Writers are SIGKILLed in the middle of a save; each time the newest complete save loads.
 
-    Each kill starts a fresh writer (torch, s3fs, for sharded modes a process group): about 10-25 s. The default
-    run kills 6 per mode, 24 over the four modes; ``FABRIC_UPLOAD_KILLS=20`` asks for 20 per mode (the figures on
-    docs/pages/checkpoints.md were measured that way).
+    Each kill starts a fresh writer (a fork of the preloaded interpreter: s3fs and, for sharded modes, a forked
+    worker and its process group; the kill reaches both): a few seconds each. The default run kills 6 per mode, 24
+    over the four modes; ``FABRIC_UPLOAD_KILLS=20`` asks for 20 per mode (the figures on docs/pages/checkpoints.md
+    were measured that way).
     """
     wanted = int(os.environ.get("FABRIC_UPLOAD_KILLS", "6"))
     url = f"s3://{BUCKET}/kill-{mode}/ck"
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(WRITER))
-    env = {**os.environ, **DUMMY_CREDENTIALS, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = script_env(DUMMY_CREDENTIALS)
     rng = random.Random(17)
     fs = _fs(s3)
     mid_save_kills, step, attempts = 0, 0, 0
@@ -258,15 +274,8 @@ def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode
         attempts += 1
         assert attempts <= 2 * wanted, f"only {mid_save_kills} of {attempts} kills landed inside a save"
         errors = tmp_path / f"writer-{attempts}.err"
-        proc = subprocess.Popen(
-            [sys.executable, str(script), mode, url, json.dumps(s3), str(step)],
-            stdout=subprocess.PIPE,
-            stderr=errors.open("w"),
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            start_new_session=True,  # the kill reaches every process of the writer
-        )
+        with errors.open("w") as stderr:
+            proc = _start_writer(preloaded_python, [str(script), mode, url, json.dumps(s3), str(step)], env, stderr)
         lines: queue.Queue = queue.Queue()
         history: list[str] = []
         reader = threading.Thread(target=_lines, args=(proc.stdout, lines, history), daemon=True)
@@ -302,15 +311,8 @@ def test_sigkill_during_upload_keeps_the_last_good_checkpoint(s3, tmp_path, mode
             assert fs.ls(f"{BUCKET}/kill-{mode}") == [f"{BUCKET}/kill-{mode}/ck"]  # nothing half-written is visible
         step = good + 1
     if mode.startswith("sharded"):  # the next successful save removes what the killed ones left
-        proc = subprocess.Popen(
-            [sys.executable, str(script), mode, url, json.dumps(s3), str(step)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            start_new_session=True,
-        )
+        with open(os.devnull, "w") as stderr:
+            proc = _start_writer(preloaded_python, [str(script), mode, url, json.dumps(s3), str(step)], env, stderr)
         lines = queue.Queue()
         threading.Thread(target=_lines, args=(proc.stdout, lines, []), daemon=True).start()
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,42 @@ def _env(**extra: str) -> dict[str, str]:
     from conftest import script_env
 
     return script_env(extra)
+
+
+LEADER = r"""
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print("READY", os.getpid(), os.getpgid(0), child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_started_script_streams_its_output_and_a_group_kill_ends_it_and_its_children(preloaded_python, tmp_path):
+    import os
+    import subprocess
+    import time
+
+    script = tmp_path / "leader.py"
+    script.write_text(LEADER)
+    with open(os.devnull, "w") as stderr:
+        proc = preloaded_python.start(
+            [sys.executable, str(script)], cwd=tmp_path, env=_env(), stderr=stderr.fileno(), start_new_session=True
+        )
+    word, pid, group, child = proc.stdout.readline().split()  # read while the script still runs
+    assert word == "READY" and int(pid) == int(group) == proc.pid  # it leads a process group of its own
+    assert proc.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while _running(int(child)):
+        assert time.monotonic() < deadline, "the script's child outlived the kill of its group"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
