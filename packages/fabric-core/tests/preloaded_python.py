@@ -11,7 +11,8 @@ What a fork cannot change: what was read while torch was imported. The server th
 that agree with its own on the variables read at start-up (``_STARTUP_PREFIXES``); any other request runs in a
 fresh interpreter. The processes a script starts itself (spawned workers, torchrun, ``fabric run``) are real.
 
-Server: ``python preloaded_python.py SOCKET``; client: ``PreloadedPython``.
+Server: ``python preloaded_python.py SOCKET``; client: ``PreloadedPython``, whose ``run`` is ``subprocess.run`` and
+``start`` is ``subprocess.Popen`` (a ``PreloadedProcess``) for scripts that run in a fork.
 """
 
 from __future__ import annotations
