@@ -23,7 +23,6 @@ import ast
 import importlib.util
 import re
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,12 +120,8 @@ def test_script_runs(block: Block, tmp_path: Path, preloaded_python: PreloadedPy
         pytest.skip(f"needs {', '.join(missing)}, which is not installed in this environment")
     script = tmp_path / "train.py"
     script.write_text(block.code)
-    env = script_env()
     command = _command(block.argument, script)
-    if preloaded_python.serves(command, env):
-        result = preloaded_python.run(command, cwd=tmp_path, env=env, timeout=TIMEOUT_S)
-    else:
-        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    result = preloaded_python.run(command, cwd=tmp_path, env=script_env(), timeout=TIMEOUT_S)
     assert result.returncode == 0, (
         f"{block.id} exited {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
     )

@@ -75,7 +75,7 @@ def run_script(
     script.write_text(textwrap.dedent(source))
     full_env = script_env(env)
     cmd = (command or [sys.executable]) + [str(script), *args]
-    if preloaded is not None and preloaded.serves(cmd, full_env):
+    if preloaded is not None:  # a fork where it serves this command and environment, else a fresh interpreter
         return preloaded.run(cmd, cwd=tmp_path, env=full_env, timeout=timeout)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=full_env)
 

@@ -240,7 +240,12 @@ class PreloadedPython:
     def run(
         self, command: list[str], cwd: str | os.PathLike[str], env: dict[str, str], timeout: float
     ) -> subprocess.CompletedProcess[str]:
-        """Like ``subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)``."""
+        """Like ``subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)``.
+
+        In a fork where the server ``serves`` the command and environment, else in a fresh interpreter.
+        """
+        if not self.serves(command, env):
+            return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
@@ -249,7 +254,7 @@ class PreloadedPython:
             os.close(out_write)
             os.close(err_write)
         replies = _Replies(conn)
-        pid = replies.next(deadline=time.monotonic() + 300)["pid"]
+        pid = _started(replies, conn)
         outputs: dict[int, bytes] = {}
         readers = [threading.Thread(target=_read_all, args=(fd, outputs), daemon=True) for fd in (out_read, err_read)]
         for reader in readers:
@@ -280,12 +285,23 @@ class PreloadedPython:
         env: dict[str, str],
         stderr: int,
         start_new_session: bool = False,
-    ) -> PreloadedProcess:
+    ) -> PreloadedProcess | subprocess.Popen[str]:
         """Like ``subprocess.Popen(command, stdout=PIPE, stderr=stderr, text=True, cwd=cwd, env=env, ...)``.
 
         ``stderr`` is a file descriptor the script writes to; with ``start_new_session`` the script leads a process
-        group of its own (``os.killpg(process.pid, ...)`` reaches it and every process it starts).
+        group of its own (``os.killpg(process.pid, ...)`` reaches it and every process it starts). In a fork where
+        the server ``serves`` the command and environment, else in a fresh interpreter.
         """
+        if not self.serves(command, env):
+            return subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                cwd=cwd,
+                env=env,
+                start_new_session=start_new_session,
+            )
         out_read, out_write = os.pipe()
         try:
             conn = self._request(command, cwd, env, out_write, stderr, new_session=start_new_session)
@@ -338,11 +354,7 @@ class PreloadedProcess:
         self._conn = conn
         self._replies = _Replies(conn)
         self.stdout = os.fdopen(stdout, "r")
-        reply = self._replies.next(deadline=time.monotonic() + 300)
-        if reply is None:
-            conn.close()
-            raise RuntimeError("the preloaded Python server did not start the script within 300 s")
-        self.pid: int = reply["pid"]
+        self.pid = _started(self._replies, conn)
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -363,6 +375,15 @@ class PreloadedProcess:
                 self.returncode = reply["returncode"]
                 self._conn.close()
         return self.returncode
+
+
+def _started(replies: _Replies, conn: socket.socket) -> int:
+    """The pid of the fork the server started for a request (its first reply)."""
+    reply = replies.next(deadline=time.monotonic() + 300)
+    if reply is None:
+        conn.close()
+        raise RuntimeError("the preloaded Python server did not start the script within 300 s")
+    return reply["pid"]
 
 
 class _Replies:

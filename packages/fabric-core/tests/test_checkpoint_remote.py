@@ -214,14 +214,9 @@ if __name__ == "__main__":
 
 def _start_writer(preloaded: PreloadedPython, args: list[str], env: dict[str, str], stderr: Any) -> Any:
     """``python writer.py ARGS`` leading a process group of its own (the kill reaches every process of the writer),
-    its stdout a text pipe: a fork of the preloaded interpreter where it serves this environment."""
+    its stdout a text pipe; a fork of the preloaded interpreter where it serves this environment."""
     command = [sys.executable, *args]
-    cwd = Path(args[0]).parent
-    if preloaded.serves(command, env):
-        return preloaded.start(command, cwd=cwd, env=env, stderr=stderr.fileno(), start_new_session=True)
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=cwd, start_new_session=True
-    )
+    return preloaded.start(command, cwd=Path(args[0]).parent, env=env, stderr=stderr.fileno(), start_new_session=True)
 
 
 def _lines(stream: Any, out: queue.Queue, history: list[str]) -> None:

@@ -116,6 +116,13 @@ def test_other_start_up_variables_or_a_launcher_get_a_fresh_interpreter(preloade
     assert not preloaded_python.serves([sys.executable, "script.py"], _env(OMP_NUM_THREADS="2"))
     assert not preloaded_python.serves([sys.executable, "-m", "torch.distributed.run", "script.py"], _env())
     assert not preloaded_python.serves(["torchrun", "script.py"], _env())
+    # what it does not serve, run() and start() give to a fresh interpreter: a child of this process
+    import os
+
+    parent = [sys.executable, "-c", "import os; print(os.getppid())"]
+    assert preloaded_python.run(parent, cwd=".", env=_env(), timeout=60).stdout.strip() == str(os.getpid())
+    started = preloaded_python.start(parent, cwd=".", env=_env(OMP_NUM_THREADS="2"), stderr=2)
+    assert started.stdout.read().strip() == str(os.getpid()) and started.wait(timeout=60) == 0
 
 
 def _env(**extra: str) -> dict[str, str]:
