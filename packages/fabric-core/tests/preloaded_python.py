@@ -12,7 +12,7 @@ that agree with its own on the variables read at start-up (``_STARTUP_PREFIXES``
 fresh interpreter. The processes a script starts itself (spawned workers, torchrun, ``fabric run``) are real.
 
 Server: ``python preloaded_python.py SOCKET``; client: ``PreloadedPython``, whose ``run`` is ``subprocess.run`` and
-``start`` is ``subprocess.Popen`` (a ``PreloadedProcess``) for scripts that run in a fork.
+``start`` is ``subprocess.Popen`` (a ``PreloadedProcess`` in a fork), each falling back to them where it does not serve.
 """
 
 from __future__ import annotations
