@@ -92,6 +92,19 @@ def _terminate(process: subprocess.Popen) -> str:
     return rest
 
 
+def _log_then_terminate(process: subprocess.Popen, past: int) -> int:
+    """Let the child log past step ``past``, SIGTERM it, and return the last step whose call had returned.
+
+    The signal may land before the child prints again (then it is the step read last) or in the middle of a
+    print (a partial last line is a step still in progress)."""
+    step = int(_read_line(process))
+    while step < past:
+        step = int(_read_line(process))
+    rest = _terminate(process)
+    finished = rest.splitlines() if rest.endswith("\n") else rest.splitlines()[:-1]
+    return int(finished[-1]) if finished else step
+
+
 def _csv_steps(root: str) -> list[int]:
     header, rows = read_csv(os.path.join(root, "csv", "version_0", "metrics.csv"))
     assert all(float(row["v"]) == int(row["step"]) * 0.5 for row in rows)
@@ -128,10 +141,7 @@ def test_every_step_is_on_disk_after_sigterm_or_exit_without_finalize(tmp_path, 
 
 def test_sigterm_in_the_middle_of_writes_keeps_whole_files_and_every_finished_step(tmp_path):
     process = _start(_LOG_FOREVER, str(tmp_path), "logger")
-    while int(_read_line(process)) < 300:  # past a few flushes and header rewrites
-        pass
-    rest = _terminate(process)
-    last = int(rest.splitlines()[-1]) if rest.endswith("\n") else int(rest.splitlines()[-2])
+    last = _log_then_terminate(process, past=300)  # past a few flushes and header rewrites
     for steps in (_csv_steps(str(tmp_path)), _tb_steps(str(tmp_path))):
         # Every step whose call returned before the signal, once each, in order; perhaps the one in progress.
         assert steps[: last + 1] == list(range(last + 1))
@@ -143,10 +153,7 @@ def test_sigterm_during_the_users_own_summary_writer_calls_still_ends_the_proces
     """The signal may interrupt ``logger.experiment.add_scalar`` while it holds the writer's lock: the flush
     must not wait on it forever. The events TensorBoard's thread had queued are on disk."""
     process = _start(_LOG_FOREVER, str(tmp_path), "direct")
-    while int(_read_line(process)) < 300:
-        pass
-    rest = _terminate(process)
-    last = int(rest.splitlines()[-1]) if rest.endswith("\n") else int(rest.splitlines()[-2])
+    last = _log_then_terminate(process, past=300)
     steps = _tb_steps(str(tmp_path))
     assert steps[: last + 1] == list(range(last + 1))
     assert len(steps) in (last + 1, last + 2)
