@@ -81,15 +81,27 @@ def _read_line(process: subprocess.Popen) -> str:
 
 
 def _terminate(process: subprocess.Popen) -> str:
-    """SIGTERM, then wait for the end (a hang guard, not a timing); return the rest of stdout."""
+    """SIGTERM, then wait for the end (a hang guard, not a timing); return the rest of stdout.
+
+    The rest is read through ``process.stdout`` itself: ``_read_line`` leaves lines in its buffer, which
+    ``communicate`` (reading the pipe directly) would skip."""
     process.send_signal(signal.SIGTERM)
+    streams: dict[str, str] = {}
+    readers = [
+        threading.Thread(target=lambda name=name: streams.update({name: getattr(process, name).read()}), daemon=True)
+        for name in ("stdout", "stderr")
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        rest, errors = process.communicate(timeout=300)
+        process.wait(timeout=300)
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail("the process did not end within 300 s of SIGTERM")
-    assert process.returncode == -signal.SIGTERM, errors[-3000:]  # launchers see the usual status
-    return rest
+    for reader in readers:
+        reader.join(timeout=300)
+    assert process.returncode == -signal.SIGTERM, streams.get("stderr", "")[-3000:]  # launchers see the usual status
+    return streams["stdout"]
 
 
 def _log_then_terminate(process: subprocess.Popen, past: int) -> int:
