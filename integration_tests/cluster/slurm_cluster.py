@@ -26,10 +26,16 @@ def missing_commands() -> list[str]:
     return [name for name in COMMANDS if shutil.which(name) is None]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every socket stays bound until all are read, so none repeats."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def slurm_conf(root: Path, host: str, cpus: int, controller_port: int, node_port: int) -> str:
@@ -150,7 +156,7 @@ def start(cpus: int = 2, timeout: float = 120) -> SlurmCluster:
     key.chmod(0o400)
     host = socket.gethostname()
     conf = root / "slurm.conf"
-    conf.write_text(slurm_conf(root, host, cpus, _free_port(), _free_port()))
+    conf.write_text(slurm_conf(root, host, cpus, *_free_ports(2)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))}
     env["SLURM_CONF"] = str(conf)
     cluster = SlurmCluster(root=root, host=host, env=env)

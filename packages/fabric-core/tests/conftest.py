@@ -61,7 +61,7 @@ def run_script(
     tmp_path: Path,
     source: str,
     *args: str,
-    timeout: float = 120,
+    timeout: float = 300,
     env: dict[str, str] | None = None,
     command: list[str] | None = None,
     preloaded: PreloadedPython | None = None,

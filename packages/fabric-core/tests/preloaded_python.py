@@ -63,8 +63,9 @@ def _serve(path: str) -> str:
     # touch (and so copy) the pages it is on.
     gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(path + ".tmp")
     listener.listen(16)
+    os.replace(path + ".tmp", path)  # the path clients wait for appears only once it accepts connections
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the client's connection)

@@ -55,7 +55,8 @@ def test_run_names_the_package_for_a_known_uninstalled_name(script):
 
 
 def test_omp_threads_share_the_cores_unless_set(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")  # recorded first: teardown restores the value from before the test
+    monkeypatch.delenv("OMP_NUM_THREADS")
     set_omp_threads(2)
     assert os.environ["OMP_NUM_THREADS"] == str(max(1, available_cpus() // 2))
     monkeypatch.setenv("OMP_NUM_THREADS", "7")

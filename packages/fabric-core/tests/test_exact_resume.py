@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(900)]  # several multi-process jobs per test
 
 TRAIN = r"""
 import json, random, sys

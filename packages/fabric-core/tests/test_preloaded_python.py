@@ -106,7 +106,7 @@ def test_a_script_past_its_timeout_is_killed(preloaded_script_runner, preloaded_
     import subprocess
 
     with pytest.raises(subprocess.TimeoutExpired) as info:
-        preloaded_script_runner(PROBE, "hang", timeout=3)
+        preloaded_script_runner(PROBE, "hang", timeout=10)  # room for the fork to print first
     assert "PROBE " in info.value.output
     assert preloaded_python.serves([sys.executable, "script.py"], _env())  # the server lives on
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(900)]  # several multi-process jobs per test
 
 # argv: output folder, total steps, step at which to wait for a signal (0: never wait)
 TRAIN = """

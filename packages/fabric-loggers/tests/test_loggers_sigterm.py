@@ -189,7 +189,7 @@ def test_the_sigterm_handler_is_the_previous_one_again_after_finalize(tmp_path, 
 
 
 _RANK_ONE_DIES = """
-import os, signal, sys
+import os, signal, sys, time
 import torch
 from fabric_core import Fabric
 from fabric_loggers import CSVLogger, TensorBoardLogger
@@ -200,6 +200,8 @@ def train(fabric, root):
     step = 0
     while True:  # rank 0 ends when the launcher stops it (SIGTERM), or when its all-reduce loses rank 1
         if step == 3 and fabric.global_rank == 1:
+            while open(os.path.join(root, "ledger"), "rb").read().count(b"\\n") < 3:  # rank 0 logged step 2
+                time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGKILL)
         fabric.backward(model(torch.ones(4, 2)).sum())
         fabric.log_dict({"v": step * 0.5})
@@ -222,9 +224,9 @@ if __name__ == "__main__":
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("launcher", ["ddp_spawn", "script", "torchrun"])
 def test_rank_zero_keeps_every_step_when_another_rank_dies(tmp_path, launcher):
-    """Rank 1 is SIGKILLed after 3 steps; rank 0 goes on logging until the launcher stops it (SIGTERM:
-    torch's spawn, fabric's script launcher, torchrun) or its collective fails: every step rank 0 logged
-    (its ledger) is in both files."""
+    """Rank 1 is SIGKILLed once rank 0 has logged 3 steps; rank 0 goes on logging until the launcher stops it
+    (SIGTERM: torch's spawn, fabric's script launcher, torchrun) or its collective fails: every step rank 0
+    logged (its ledger) is in both files."""
     script = tmp_path / "train.py"
     script.write_text(_RANK_ONE_DIES)
     if launcher == "torchrun":  # standalone: a local rendezvous on a free port

@@ -21,3 +21,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.faults)
+            # Several jobs of fresh interpreters per test, each bounded by its own hang guard: pytest's
+            # default 300 s must not end a test first on a loaded machine. A test's own mark still wins.
+            item.add_marker(pytest.mark.timeout(900))

@@ -172,10 +172,11 @@ class Job:
     def wait_for_output(self, pattern: str, count: int = 1, timeout: float = 180) -> None:
         """Wait until ``pattern`` matched ``count`` lines of stdout; fail (and clean up) otherwise."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            ended = self.proc.poll() is not None  # before reading: its last lines are then in the file
             if len(re.findall(pattern, self.stdout, re.MULTILINE)) >= count:
                 return
-            if self.proc.poll() is not None:
+            if ended or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
         leftovers = self.kill_all()

@@ -147,11 +147,12 @@ def test_rank_killed_by_sigkill(tmp_path, launcher):
 def test_torchrun_names_the_killed_rank_when_its_agent_polls_slowly(tmp_path):
     """torch's report blames the lowest rank when two failures are seen in one poll (whole-second timestamps).
 
-    Rank 0's collective fails a moment after rank 1 is killed; with the agent polling every 5 s both used to
-    end before the next poll, and rank 0 was named. A rank that only lost its peer now waits for the agent
-    to stop it (launchers/failures.FailureRecorder), so the poll sees rank 1 alone.
+    Rank 0's collective fails a moment after rank 1 is killed; with the agent polling every few seconds both
+    used to end before the next poll, and rank 0 was named. A rank that only lost its peer now waits for the
+    agent to stop it (launchers/failures.FailureRecorder), so the poll sees rank 1 alone. 3 s: slow enough to
+    see both failures in one poll before the fix, well inside the rank's 10 s wait on a loaded machine.
     """
-    job, code, pids, leftovers = _run_fault(tmp_path, "torchrun", "kill", options=("--monitor-interval=5",))
+    job, code, pids, leftovers = _run_fault(tmp_path, "torchrun", "kill", options=("--monitor-interval=3",))
     _assert_job_down(job, code, pids, leftovers)
     _assert_reported(job, "torchrun", KILLED)
 
@@ -200,7 +201,7 @@ def work(fabric):
     say(f"PID {fabric.global_rank} {os.getpid()}")
     fabric.barrier()
     say(f"READY {fabric.global_rank}")
-    for _ in range(200):  # ~10 s of training, unless the interrupt stops it
+    for _ in range(1200):  # ~60 s of training (well past any delay in noticing READY), unless the interrupt stops it
         fabric.all_reduce(torch.ones(1))
         time.sleep(0.05)
     say(f"FINISHED {fabric.global_rank}")

@@ -108,12 +108,13 @@ def _check_checkpoint(path: Path, completed: int, round_no: int) -> tuple[int | 
 
 def _wait_line(job, pattern: str, path: Path | None = None, timeout: float = 120) -> re.Match[str]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
+        ended = job.proc.poll() is not None  # before reading: its last lines are then in the file
         text = path.read_text() if path is not None and path.exists() else (job.stdout if path is None else "")
         found = re.search(pattern, text, re.MULTILINE)
         if found:
             return found
-        if job.proc.poll() is not None:
+        if ended or time.monotonic() >= deadline:
             break
         time.sleep(0.01)
     job.kill_all()
