@@ -117,12 +117,12 @@ class _EpochLoader:
         return iter(self.loader)
 
 
-def _raw_ddp_worker(rank: int, port: int, result: str) -> None:
+def _raw_ddp_worker(rank: int, rendezvous: str, result: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE)
     model = make_model()
     ddp_model = DistributedDataParallel(model)
     optimizer = make_optimizer(ddp_model)
@@ -150,14 +150,6 @@ def _fabric_ddp_train(fabric: Any, result: str) -> None:
         torch.save(state, result)  # written like the reference's, so both are read back the same way
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 def test_two_process_ddp_weights_are_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.multiprocessing as mp
@@ -165,7 +157,9 @@ def test_two_process_ddp_weights_are_bit_identical(tmp_path: Path, monkeypatch: 
 
     monkeypatch.delenv("FABRIC_GLOBAL_SEED", raising=False)  # Fabric's sampler seed is then 0, like the reference
     raw_result, fabric_result = tmp_path / "raw.pt", tmp_path / "fabric.pt"
-    mp.spawn(_raw_ddp_worker, args=(_free_port(), str(raw_result)), nprocs=WORLD_SIZE, join=True)
+    # A file rendezvous: no port picked here and bound later by a worker (another process may take it meanwhile).
+    rendezvous = str(tmp_path / "rendezvous")
+    mp.spawn(_raw_ddp_worker, args=(rendezvous, str(raw_result)), nprocs=WORLD_SIZE, join=True)
     Fabric(strategy="ddp_spawn", devices=WORLD_SIZE, accelerator="cpu").launch(_fabric_ddp_train, str(fabric_result))
 
     raw_state = torch.load(raw_result, weights_only=True)

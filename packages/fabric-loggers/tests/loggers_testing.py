@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,12 +63,6 @@ def all_files(root: str) -> list[str]:
     for folder, _, files in os.walk(root):
         found.extend(os.path.relpath(os.path.join(folder, name), root) for name in files)
     return sorted(found)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from fabric_loggers import CSVLogger, TensorBoardLogger
-from loggers_testing import all_files, free_port, hparam_values, read_csv, scalars
+from loggers_testing import all_files, hparam_values, read_csv, scalars
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(900)]  # spawned ranks import torch each
 
@@ -29,13 +29,14 @@ def _use(logger, rank: int) -> None:
     logger.finalize("success")
 
 
-def _worker(rank: int, port: int, root: str, from_parent: list) -> None:
+def _worker(rank: int, rendezvous: str, root: str, from_parent: list) -> None:
     # Before the process group exists a rank is known only from the launcher's environment (torchrun style).
     os.environ["RANK"] = str(rank)
     _use(CSVLogger(root, name="before_init"), rank)
     del os.environ["RANK"]  # from here on, only the process group can tell
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60))
+    # A file rendezvous: no free port picked by the parent and bound seconds later (another process may take it).
+    init = f"file://{rendezvous}"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60))
     try:
         for logger in [*from_parent, CSVLogger(root, name="csv_here"), TensorBoardLogger(root, name="tb_here")]:
             _use(logger, rank)
@@ -64,10 +65,10 @@ def _run_ranks(function, args: tuple, timeout: float = 600.0) -> None:
 
 
 def test_only_rank_zero_writes_over_torch_distributed(tmp_path):
-    root = str(tmp_path)
+    root = str(tmp_path / "logs")
     # Built in a parent that is not part of the job, pickled into both workers (as ddp_spawn does).
     from_parent = [CSVLogger(root, name="csv_parent"), TensorBoardLogger(root, name="tb_parent")]
-    _run_ranks(_worker, (free_port(), root, from_parent))
+    _run_ranks(_worker, (str(tmp_path / "rendezvous"), root, from_parent))
 
     assert sorted(os.listdir(root)) == ["before_init", "csv_here", "csv_parent", "tb_here", "tb_parent"]
     for name in ("before_init", "csv_here", "csv_parent"):
