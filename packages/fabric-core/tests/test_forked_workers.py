@@ -26,6 +26,9 @@ from fabric_core import Fabric
 class Node:
     pass
 
+if sys.argv[1] == "frozen":  # the script freezes its own objects (as a forking server does)
+    gc.freeze()
+
 cycle = Node()
 cycle.self = cycle  # garbage only the collector frees, once the script drops it after launch()
 cycle_ref = weakref.ref(cycle)
@@ -101,6 +104,15 @@ def test_workers_are_forks_and_train_like_fresh_interpreters(job):
     assert forked_rows[0]["collected"] and fresh_rows[0]["collected"] and fresh_rows[1]["collected"]
     assert forked_rows[0]["before_launch"] == forked_rows[1]["before_launch"]  # rank 1 is a copy of rank 0
     assert fresh_rows[0]["before_launch"] != fresh_rows[1]["before_launch"]  # rank 1 re-ran the script
+
+
+@pytest.mark.multiprocess
+def test_a_script_that_froze_its_objects_keeps_them_frozen_in_rank_zero(job):
+    proc = job("frozen")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(proc.stdout)
+    assert rows[0]["before_launch"] == rows[1]["before_launch"]  # forked
+    assert rows[0]["frozen"] > 0 and rows[1]["frozen"] > 0  # launch() did not undo the script's gc.freeze()
 
 
 @pytest.mark.multiprocess

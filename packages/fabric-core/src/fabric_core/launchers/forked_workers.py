@@ -164,13 +164,16 @@ def fork_workers(strategy: Any, envs: dict[int, dict[str, str]], bind_store: boo
     # What rank 0 holds at the fork (torch's modules above all) is moved out of the collector's sight in the
     # workers, the pattern CPython's gc.freeze documents for forking: their collections, and the one at exit,
     # then do not write to (and so copy) every page those objects live on. Measured on a 2-process CPU job: the
-    # worker's private memory after a collection 80 -> 14 MB, the job's end 1.8 -> 1.2 s. Rank 0 is unfrozen.
+    # worker's private memory after a collection 80 -> 14 MB, the job's end 1.8 -> 1.2 s. Rank 0 is unfrozen,
+    # unless the script had frozen objects itself (gc.unfreeze would undo that too).
+    unfreeze = gc.get_freeze_count() == 0
     gc.freeze()
     for local_rank, env in envs.items():
         try:
             pid = os.fork()
         except BaseException:
-            gc.unfreeze()
+            if unfreeze:
+                gc.unfreeze()
             raise
         if pid == 0:  # a worker: it stays frozen
             die_with_parent()
@@ -178,7 +181,8 @@ def fork_workers(strategy: Any, envs: dict[int, dict[str, str]], bind_store: boo
             _become_worker(strategy, local_rank, env, read_end, write_end)
             return None
         workers[local_rank] = ForkedWorker(pid)
-    gc.unfreeze()
+    if unfreeze:
+        gc.unfreeze()
     if bind_store:
         import torch.distributed as dist
 
